@@ -1,0 +1,107 @@
+//! Typed errors of the storage contract.
+//!
+//! Every [`StorageBackend`](crate::StorageBackend) method returns
+//! [`anyhow::Result`], as the contract prescribes. Errors caused by the
+//! caller's input are always an [`Error`] inside that `anyhow::Error`, so a
+//! caller can tell them apart with [`Error::of`] (or
+//! `err.downcast_ref::<lancebranch::Error>()`).
+
+use thiserror::Error as ThisError;
+
+/// An error of lancebranch that a caller can match on.
+///
+/// # Example
+/// ```
+/// use lancebranch::Error;
+/// let err: anyhow::Error = Error::TableNotFound("people".into()).into();
+/// assert!(matches!(Error::of(&err), Some(Error::TableNotFound(name)) if name == "people"));
+/// ```
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A table, branch, tag or index name breaks the naming rules.
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// What was being named (`"table"`, `"branch"`, `"tag"`, `"index"`).
+        kind: &'static str,
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// The table does not exist.
+    #[error("table {0:?} does not exist")]
+    TableNotFound(String),
+    /// A table of that name exists already.
+    #[error("table {0:?} already exists")]
+    TableExists(String),
+    /// The data's schema does not fit the table's.
+    #[error("schema mismatch on table {table:?}: {detail}")]
+    SchemaMismatch {
+        /// The table written to.
+        table: String,
+        /// What does not fit.
+        detail: String,
+    },
+    /// A filter expression is empty, does not parse, or names a missing column.
+    #[error("invalid filter {filter:?}: {detail}")]
+    InvalidFilter {
+        /// The filter as given.
+        filter: String,
+        /// Why it was refused.
+        detail: String,
+    },
+    /// A query vector does not have the column's dimension.
+    #[error("vector dimension mismatch on {column:?}: expected {expected}, got {got}")]
+    DimensionMismatch {
+        /// The vector column.
+        column: String,
+        /// The column's dimension.
+        expected: usize,
+        /// The query vector's dimension.
+        got: usize,
+    },
+    /// The column does not exist or has the wrong type for the operation.
+    #[error("column {column:?} of table {table:?}: {detail}")]
+    InvalidColumn {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// No index of that name exists on the table.
+    #[error("index {index:?} does not exist on table {table:?}")]
+    IndexNotFound {
+        /// The table.
+        table: String,
+        /// The index name.
+        index: String,
+    },
+    /// The requested version does not exist.
+    #[error("version {version} of table {table:?} does not exist")]
+    VersionNotFound {
+        /// The table.
+        table: String,
+        /// The version asked for.
+        version: u64,
+    },
+    /// An argument is out of its range (e.g. `k == 0`, empty key list).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// The [`Error`] inside an [`anyhow::Error`], if it is one of ours.
+    ///
+    /// # Example
+    /// ```
+    /// use lancebranch::Error;
+    /// let err = anyhow::anyhow!("some I/O failure");
+    /// assert!(Error::of(&err).is_none());
+    /// ```
+    pub fn of(err: &anyhow::Error) -> Option<&Error> {
+        err.downcast_ref::<Error>()
+    }
+}

@@ -1,0 +1,479 @@
+//! [`LanceDbBackend`]: construction, caches, locks and shared helpers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use lance::dataset::Dataset;
+use lancedb::{Connection, Table};
+
+use crate::backend::{Error, TableWriteGuard, check_raw_filter, validate_table_name};
+use crate::lance::durable::{SyncCounter, durable_session};
+
+/// How a [`LanceDbBackend`] behaves.
+///
+/// # Example
+/// ```
+/// use lancebranch::lance::LanceDbOptions;
+/// let fast = LanceDbOptions { durable: false, ..LanceDbOptions::default() };
+/// assert!(LanceDbOptions::default().durable && !fast.durable);
+/// ```
+#[derive(Debug, Clone)]
+pub struct LanceDbOptions {
+    /// Sync every file of a commit, and the directories naming them, before
+    /// the commit is acknowledged (see [`crate::lance::durable_session`]).
+    /// On by default; turn off only for tests and benchmarks that do not
+    /// care about power loss. Has no effect on `memory://` stores.
+    pub durable: bool,
+    /// How stale a read may be with respect to commits made by *other*
+    /// handles or processes on the same directory. `Duration::ZERO` (the
+    /// default) checks for a newer version before every operation; this
+    /// backend's own writes are always visible to it at once.
+    pub read_consistency: Duration,
+    /// [`optimize_table`](crate::StorageBackend::optimize_table) removes
+    /// versions older than this (tagged versions are always kept).
+    /// Default: 7 days.
+    pub cleanup_older_than: Duration,
+}
+
+impl Default for LanceDbOptions {
+    fn default() -> Self {
+        Self {
+            durable: true,
+            read_consistency: Duration::ZERO,
+            cleanup_older_than: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The [`StorageBackend`](crate::StorageBackend) on LanceDB / Lance, for a
+/// local directory or `memory://`.
+///
+/// - Every table is created with stable row ids, so row-level change sets
+///   (`Dataset::delta`) work on it.
+/// - Writes are durable when acknowledged ([`LanceDbOptions::durable`]).
+/// - `write`, `merge_insert` and `replace_table_atomic` are single Lance
+///   commits: a reader sees a table before or after one, never in between.
+/// - Table existence is cached; `create_*`, `drop_table` and
+///   [`notify_table_created`](crate::StorageBackend::notify_table_created)
+///   keep the cache right, `invalidate_cache` / `clear_cache` empty it.
+///
+/// # Example
+/// ```no_run
+/// use lancebranch::{LanceDbBackend, StorageBackend};
+/// # async fn demo() -> anyhow::Result<()> {
+/// let store = LanceDbBackend::open("/tmp/my-store").await?;
+/// println!("{:?}", store.table_names().await?);
+/// # Ok(()) }
+/// ```
+pub struct LanceDbBackend {
+    pub(crate) uri: String,
+    pub(crate) conn: Connection,
+    pub(crate) opts: LanceDbOptions,
+    pub(crate) sync: Option<Arc<SyncCounter>>,
+    existence: RwLock<HashMap<String, bool>>,
+    handles: RwLock<HashMap<String, Table>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for LanceDbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LanceDbBackend")
+            .field("uri", &self.uri)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LanceDbBackend {
+    /// Open (creating if needed) a store with [`LanceDbOptions::default`].
+    ///
+    /// `uri` is a local directory path, a `file://` URL or `memory://name`.
+    ///
+    /// # Errors
+    /// The directory cannot be created or LanceDB refuses the URI.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let store = lancebranch::LanceDbBackend::open("memory://scratch").await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub async fn open(uri: &str) -> Result<Self> {
+        Self::open_with(uri, LanceDbOptions::default()).await
+    }
+
+    /// Open (creating if needed) a store with explicit options.
+    ///
+    /// # Errors
+    /// As [`LanceDbBackend::open`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// use lancebranch::{LanceDbBackend, lance::LanceDbOptions};
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let opts = LanceDbOptions { durable: false, ..Default::default() };
+    /// let store = LanceDbBackend::open_with("/tmp/bench-store", opts).await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub async fn open_with(uri: &str, opts: LanceDbOptions) -> Result<Self> {
+        let uri = normalize_uri(uri)?;
+        let mut builder = lancedb::connect(&uri)
+            .read_consistency_interval(opts.read_consistency)
+            .storage_option("new_table_enable_stable_row_ids", "true");
+        let mut sync = None;
+        if opts.durable && !uri.starts_with("memory://") {
+            let (session, counter) = durable_session();
+            builder = builder.session(session);
+            sync = Some(counter);
+        }
+        let conn = builder
+            .execute()
+            .await
+            .with_context(|| format!("opening LanceDB store at {uri}"))?;
+        Ok(Self {
+            uri,
+            conn,
+            opts,
+            sync,
+            existence: RwLock::new(HashMap::new()),
+            handles: RwLock::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The LanceDB connection behind this backend.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The options this backend was opened with.
+    pub fn options(&self) -> &LanceDbOptions {
+        &self.opts
+    }
+
+    /// The counter of synced writes, when durability is on.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let store = lancebranch::LanceDbBackend::open("/tmp/s").await?;
+    /// assert!(store.sync_counter().is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn sync_counter(&self) -> Option<&Arc<SyncCounter>> {
+        self.sync.as_ref()
+    }
+
+    /// The LanceDB table handle of `name` (cached; reads through it see the
+    /// latest version, per [`LanceDbOptions::read_consistency`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::TableNotFound`], or an I/O error.
+    pub async fn table(&self, name: &str) -> Result<Table> {
+        validate_table_name(name)?;
+        if let Some(t) = read_lock(&self.handles).get(name) {
+            return Ok(t.clone());
+        }
+        match self.conn.open_table(name).execute().await {
+            Ok(t) => {
+                write_lock(&self.handles).insert(name.to_string(), t.clone());
+                write_lock(&self.existence).insert(name.to_string(), true);
+                Ok(t)
+            }
+            Err(lancedb::Error::TableNotFound { .. }) => {
+                write_lock(&self.existence).insert(name.to_string(), false);
+                Err(Error::TableNotFound(name.to_string()).into())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("opening table {name:?}"))),
+        }
+    }
+
+    /// A read-only handle of `name` at a Lance branch and/or version
+    /// (`None`, `None` is the latest of the main line).
+    ///
+    /// # Errors
+    /// As [`LanceDbBackend::table`], plus [`Error::VersionNotFound`].
+    pub async fn table_at(
+        &self,
+        name: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Table> {
+        let base = self.table(name).await?;
+        if branch.is_none() && version.is_none() {
+            return Ok(base);
+        }
+        match base
+            .checkout_branch(branch.unwrap_or("main"), version)
+            .await
+        {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                if let Some(v) = version {
+                    let msg = e.to_string();
+                    if msg.contains("not found") || msg.contains("Not found") {
+                        return Err(Error::VersionNotFound {
+                            table: name.to_string(),
+                            version: v,
+                        }
+                        .into());
+                    }
+                }
+                Err(anyhow::Error::new(e).context(format!(
+                    "opening table {name:?} at branch {branch:?} version {version:?}"
+                )))
+            }
+        }
+    }
+
+    /// The Lance [`Dataset`] of a table at its latest version, for Lance
+    /// primitives this contract does not cover (branches, tags, deltas).
+    /// Goes through the same cache as every other call.
+    ///
+    /// # Errors
+    /// As [`LanceDbBackend::table`].
+    pub async fn dataset(&self, name: &str) -> Result<Arc<Dataset>> {
+        let table = self.table(name).await?;
+        let wrapper = table
+            .dataset()
+            .ok_or_else(|| anyhow::anyhow!("table {name:?} is not a native Lance table"))?;
+        Ok(wrapper.get().await?)
+    }
+
+    /// The URI of a table's dataset directory.
+    pub fn table_uri(&self, name: &str) -> String {
+        format!("{}/{}.lance", self.uri.trim_end_matches('/'), name)
+    }
+
+    // ---- caches ----
+
+    pub(crate) fn cached_existence(&self, name: &str) -> Option<bool> {
+        read_lock(&self.existence).get(name).copied()
+    }
+
+    pub(crate) fn set_existence(&self, name: &str, exists: bool) {
+        write_lock(&self.existence).insert(name.to_string(), exists);
+        if !exists {
+            write_lock(&self.handles).remove(name);
+        }
+    }
+
+    pub(crate) fn forget(&self, name: &str) {
+        write_lock(&self.existence).remove(name);
+        write_lock(&self.handles).remove(name);
+    }
+
+    pub(crate) fn forget_all(&self) {
+        write_lock(&self.existence).clear();
+        write_lock(&self.handles).clear();
+    }
+
+    // ---- locks ----
+
+    pub(crate) fn table_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(name.to_string()).or_default().clone()
+    }
+
+    pub(crate) async fn lock(&self, name: &str) -> TableWriteGuard {
+        TableWriteGuard::held(self.table_lock(name).lock_owned().await)
+    }
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Make a local path absolute (creating the directory); leave URLs alone.
+fn normalize_uri(uri: &str) -> Result<String> {
+    if uri.trim().is_empty() {
+        return Err(Error::InvalidArgument("the store URI is empty".into()).into());
+    }
+    if uri.contains("://") {
+        if let Some(path) = uri.strip_prefix("file://") {
+            std::fs::create_dir_all(path)
+                .with_context(|| format!("creating store directory {path}"))?;
+        }
+        return Ok(uri.trim_end_matches('/').to_string());
+    }
+    std::fs::create_dir_all(uri).with_context(|| format!("creating store directory {uri}"))?;
+    let abs = std::fs::canonicalize(uri).with_context(|| format!("resolving {uri}"))?;
+    abs.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::InvalidArgument(format!("store path {abs:?} is not UTF-8")).into())
+}
+
+/// Turn a LanceDB error into our typed error where the cause is the caller's.
+pub(crate) fn map_lancedb(e: lancedb::Error, table: &str) -> anyhow::Error {
+    match e {
+        lancedb::Error::TableNotFound { .. } => Error::TableNotFound(table.to_string()).into(),
+        lancedb::Error::TableAlreadyExists { .. } => Error::TableExists(table.to_string()).into(),
+        lancedb::Error::Schema { message } => Error::SchemaMismatch {
+            table: table.to_string(),
+            detail: message,
+        }
+        .into(),
+        other => anyhow::Error::new(other).context(format!("table {table:?}")),
+    }
+}
+
+/// The schema every batch of a create shares.
+pub(crate) fn common_schema(table: &str, batches: &[RecordBatch]) -> Result<SchemaRef> {
+    let first = batches.first().ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "creating {table:?} needs at least one batch to take its schema from; \
+             use create_empty_table for a table without rows"
+        ))
+    })?;
+    let schema = first.schema();
+    for b in &batches[1..] {
+        if !same_fields(&b.schema(), &schema) {
+            return Err(Error::SchemaMismatch {
+                table: table.to_string(),
+                detail: "the batches do not share one schema".into(),
+            }
+            .into());
+        }
+    }
+    Ok(schema)
+}
+
+/// Same column names and equal types, in the same order.
+pub(crate) fn same_shape(a: &Schema, b: &Schema) -> bool {
+    same_fields(a, b)
+}
+
+fn same_fields(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields().iter())
+            .all(|(x, y)| x.name() == y.name() && x.data_type().equals_datatype(y.data_type()))
+}
+
+/// Fit `batches` to the table schema `target` for an append: the same
+/// columns (in any order) with equal types. Columns are reordered and
+/// nested field names aligned; anything else is [`Error::SchemaMismatch`].
+pub(crate) fn conform_append(
+    table: &str,
+    target: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| conform(table, target, b, false))
+        .collect()
+}
+
+/// Fit a merge source to the table: a subset of its columns with equal
+/// types, kept in the source's order.
+pub(crate) fn conform_subset(
+    table: &str,
+    target: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| conform(table, target, b, true))
+        .collect()
+}
+
+fn conform(
+    table: &str,
+    target: &SchemaRef,
+    batch: RecordBatch,
+    subset: bool,
+) -> Result<RecordBatch> {
+    let mismatch = |detail: String| -> anyhow::Error {
+        Error::SchemaMismatch {
+            table: table.to_string(),
+            detail,
+        }
+        .into()
+    };
+    let src = batch.schema();
+    for f in src.fields() {
+        if target.field_with_name(f.name()).is_err() {
+            return Err(mismatch(format!(
+                "column {:?} is not in the table",
+                f.name()
+            )));
+        }
+    }
+    let wanted: Vec<&Field> = if subset {
+        src.fields()
+            .iter()
+            .filter_map(|f| target.field_with_name(f.name()).ok())
+            .collect()
+    } else {
+        target.fields().iter().map(|f| f.as_ref()).collect()
+    };
+    let mut columns = Vec::with_capacity(wanted.len());
+    let mut fields = Vec::with_capacity(wanted.len());
+    for tf in wanted {
+        let Ok(idx) = src.index_of(tf.name()) else {
+            return Err(mismatch(format!("column {:?} is missing", tf.name())));
+        };
+        let col = batch.column(idx);
+        if !col.data_type().equals_datatype(tf.data_type()) {
+            return Err(mismatch(format!(
+                "column {:?} has type {} but the table has {}",
+                tf.name(),
+                col.data_type(),
+                tf.data_type()
+            )));
+        }
+        let col = if col.data_type() == tf.data_type() {
+            col.clone()
+        } else {
+            arrow_cast::cast(col, tf.data_type()).map_err(|e| mismatch(e.to_string()))?
+        };
+        if !tf.is_nullable() && col.null_count() > 0 {
+            return Err(mismatch(format!(
+                "column {:?} is not nullable but the data has nulls",
+                tf.name()
+            )));
+        }
+        columns.push(col);
+        fields.push(tf.clone());
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, target.metadata().clone()));
+    RecordBatch::try_new(schema, columns).map_err(|e| mismatch(e.to_string()))
+}
+
+/// Check that `filter` parses and names only columns of `schema`.
+pub(crate) fn validate_filter(schema: &SchemaRef, filter: &str) -> Result<()> {
+    check_raw_filter(filter)?;
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for hidden in ["_rowid", "_rowaddr"] {
+        if schema.field_with_name(hidden).is_err() {
+            fields.push(Field::new(hidden, DataType::UInt64, true));
+        }
+    }
+    let planner = lance_datafusion::planner::Planner::new(Arc::new(Schema::new(fields)));
+    let bad = |e: String| -> anyhow::Error {
+        Error::InvalidFilter {
+            filter: filter.to_string(),
+            detail: e,
+        }
+        .into()
+    };
+    let expr = planner
+        .parse_filter(filter)
+        .map_err(|e| bad(e.to_string()))?;
+    let expr = planner
+        .optimize_expr(expr)
+        .map_err(|e| bad(e.to_string()))?;
+    planner
+        .create_physical_expr(&expr)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! [`LanceDbBackend`]: the [`StorageBackend`](crate::StorageBackend) on
+//! LanceDB 0.41 / Lance 14, with power-loss durability on local disks.
+
+mod backend;
+mod contract;
+mod durable;
+mod ops;
+mod search;
+
+pub use backend::{LanceDbBackend, LanceDbOptions};
+pub use durable::{SyncCounter, durable_session};

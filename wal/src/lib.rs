@@ -1,0 +1,1 @@
+//! Write-ahead log for lancebranch (filled by the WAL issue).
