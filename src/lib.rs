@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod branched;
 pub mod lance;
 
 pub use backend::{

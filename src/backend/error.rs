@@ -90,6 +90,29 @@ pub enum Error {
     /// An argument is out of its range (e.g. `k == 0`, empty key list).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// No branch of that name exists (or the view's branch was deleted).
+    #[error("branch {0:?} does not exist")]
+    BranchNotFound(String),
+    /// A branch of that name exists already.
+    #[error("branch {0:?} already exists")]
+    BranchExists(String),
+    /// No tag of that name exists.
+    #[error("tag {0:?} does not exist")]
+    TagNotFound(String),
+    /// A tag of that name exists already.
+    #[error("tag {0:?} already exists")]
+    TagExists(String),
+    /// The branch cannot be deleted or changed as asked.
+    #[error("branch {branch:?}: {detail}")]
+    BranchInUse {
+        /// The branch.
+        branch: String,
+        /// Why, and what to do instead.
+        detail: String,
+    },
+    /// The view is a read-only snapshot.
+    #[error("this view is a read-only snapshot of branch {0:?}")]
+    ReadOnlyView(String),
 }
 
 impl Error {

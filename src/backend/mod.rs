@@ -3,12 +3,14 @@
 
 pub mod error;
 pub mod filter;
+pub mod lines;
 pub mod names;
 pub mod traits;
 pub mod types;
 
 pub use error::Error;
 pub use filter::{CmpOp, FilterExpr, Literal, check_raw_filter};
+pub use lines::BranchLines;
 pub use names::{MAX_TABLE_NAME_LEN, RESERVED_PREFIX, validate_table_name};
 pub use traits::{RecordBatchStream, StorageBackend, TableWriteGuard};
 pub use types::{

@@ -230,6 +230,21 @@ impl LanceDbBackend {
         }
     }
 
+    /// A writable handle of one line of a table: its main line (`None`) or
+    /// the Lance branch `branch`, at the line's latest version.
+    ///
+    /// # Errors
+    /// As [`LanceDbBackend::table`], or the branch does not exist.
+    pub async fn line_table(&self, name: &str, branch: Option<&str>) -> Result<Table> {
+        let base = self.table(name).await?;
+        match branch {
+            None => Ok(base),
+            Some(b) => base.checkout_branch(b, None).await.map_err(|e| {
+                anyhow::Error::new(e).context(format!("opening branch {b:?} of {name:?}"))
+            }),
+        }
+    }
+
     /// The Lance [`Dataset`] of a table at its latest version, for Lance
     /// primitives this contract does not cover (branches, tags, deltas).
     /// Goes through the same cache as every other call.

@@ -61,7 +61,7 @@ impl StorageBackend for LanceDbBackend {
     }
 
     async fn count_rows(&self, table_name: &str, filter: Option<&str>) -> Result<usize> {
-        self.do_count_rows(table_name, filter).await
+        self.count_rows_at(table_name, None, None, filter).await
     }
 
     async fn write(
@@ -70,7 +70,9 @@ impl StorageBackend for LanceDbBackend {
         batches: Vec<RecordBatch>,
         mode: WriteMode,
     ) -> Result<()> {
-        self.do_write(table_name, batches, mode).await
+        self.write_line(table_name, None, batches, mode)
+            .await
+            .map(|_| ())
     }
 
     async fn merge_insert(
@@ -79,11 +81,13 @@ impl StorageBackend for LanceDbBackend {
         on: &[&str],
         batches: Vec<RecordBatch>,
     ) -> Result<()> {
-        self.do_merge_insert(table_name, on, batches).await
+        self.merge_insert_line(table_name, None, on, batches)
+            .await
+            .map(|_| ())
     }
 
     async fn delete_rows(&self, table_name: &str, filter: &str) -> Result<()> {
-        self.do_delete_rows(table_name, filter).await
+        self.delete_line(table_name, None, filter).await.map(|_| ())
     }
 
     async fn replace_table_atomic(
@@ -104,11 +108,13 @@ impl StorageBackend for LanceDbBackend {
     }
 
     async fn rollback_table(&self, table_name: &str, target_version: u64) -> Result<()> {
-        self.do_rollback(table_name, target_version).await
+        self.restore_line(table_name, None, target_version)
+            .await
+            .map(|_| ())
     }
 
     async fn optimize_table(&self, table_name: &str) -> Result<()> {
-        self.do_optimize(table_name).await
+        self.optimize_line(table_name, None, None).await.map(|_| ())
     }
 
     async fn recover_staging(&self, table_name: &str) -> Result<()> {
@@ -175,7 +181,7 @@ impl StorageBackend for LanceDbBackend {
         k: usize,
         filter: FilterExpr,
     ) -> Result<Vec<RecordBatch>> {
-        self.do_full_text_search(table, column, query, k, filter)
+        self.fts_at(table, None, None, column, query, k, filter)
             .await
     }
 
@@ -186,8 +192,9 @@ impl StorageBackend for LanceDbBackend {
         name: &str,
         params: VectorIndexParams,
     ) -> Result<()> {
-        self.do_create_vector_index(table, column, name, params)
+        self.create_vector_index_line(table, None, column, name, params)
             .await
+            .map(|_| ())
     }
 
     async fn create_fts_index(
@@ -197,8 +204,9 @@ impl StorageBackend for LanceDbBackend {
         name: Option<&str>,
         with_positions: bool,
     ) -> Result<()> {
-        self.do_create_fts_index(table, columns, name, with_positions)
+        self.create_fts_index_line(table, None, columns, name, with_positions)
             .await
+            .map(|_| ())
     }
 
     async fn create_scalar_index(
@@ -208,15 +216,18 @@ impl StorageBackend for LanceDbBackend {
         index_type: ScalarIndexType,
         name: Option<&str>,
     ) -> Result<()> {
-        self.do_create_scalar_index(table, columns, index_type, name)
+        self.create_scalar_index_line(table, None, columns, index_type, name)
             .await
+            .map(|_| ())
     }
 
     async fn drop_index(&self, table: &str, index_name: &str) -> Result<()> {
-        self.do_drop_index(table, index_name).await
+        self.drop_index_line(table, None, index_name)
+            .await
+            .map(|_| ())
     }
 
     async fn list_indexes(&self, table: &str) -> Result<Vec<IndexInfo>> {
-        self.do_list_indexes(table).await
+        self.list_indexes_at(table, None, None).await
     }
 }

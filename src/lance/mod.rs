@@ -4,6 +4,7 @@
 mod backend;
 mod contract;
 mod durable;
+mod lines;
 mod ops;
 mod search;
 

@@ -183,8 +183,14 @@ impl LanceDbBackend {
         }
     }
 
-    pub(crate) async fn do_count_rows(&self, name: &str, filter: Option<&str>) -> Result<usize> {
-        let table = self.table(name).await?;
+    pub(crate) async fn count_rows_at(
+        &self,
+        name: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+        filter: Option<&str>,
+    ) -> Result<usize> {
+        let table = self.table_at(name, branch, version).await?;
         if let Some(f) = filter {
             let schema = table.schema().await.map_err(|e| map_lancedb(e, name))?;
             validate_filter(&schema, f)?;
@@ -197,37 +203,41 @@ impl LanceDbBackend {
 
     // ---- writes ----
 
-    pub(crate) async fn do_write(
+    /// Write to a line (main or a Lance branch); the new version, or `None`
+    /// when nothing was committed (an empty append).
+    pub(crate) async fn write_line(
         &self,
         name: &str,
+        branch: Option<&str>,
         batches: Vec<RecordBatch>,
         mode: WriteMode,
-    ) -> Result<()> {
-        let table = self.table(name).await?;
-        let _guard = self.lock(name).await;
-        match mode {
+    ) -> Result<Option<u64>> {
+        let table = self.line_table(name, branch).await?;
+        let _guard = self.lock(&line_key(name, branch)).await;
+        let version = match mode {
             WriteMode::Append => {
                 let schema = table.schema().await.map_err(|e| map_lancedb(e, name))?;
                 let batches = conform_append(name, &schema, batches)?;
                 if batches.iter().all(|b| b.num_rows() == 0) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 table
                     .add(reader(schema, batches))
                     .mode(AddDataMode::Append)
                     .execute()
                     .await
-                    .map_err(|e| map_lancedb(e, name))?;
+                    .map_err(|e| map_lancedb(e, name))?
+                    .version
             }
             WriteMode::Overwrite => {
                 let schema = match batches.first() {
                     Some(_) => common_schema(name, &batches)?,
                     None => table.schema().await.map_err(|e| map_lancedb(e, name))?,
                 };
-                self.overwrite(&table, name, schema, batches).await?;
+                self.overwrite(&table, name, schema, batches).await?
             }
-        }
-        Ok(())
+        };
+        Ok(Some(version))
     }
 
     async fn overwrite(
@@ -236,35 +246,36 @@ impl LanceDbBackend {
         name: &str,
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let batches = if batches.is_empty() {
             vec![RecordBatch::new_empty(schema.clone())]
         } else {
             batches
         };
-        table
+        Ok(table
             .add(reader(schema, batches))
             .mode(AddDataMode::Overwrite)
             .execute()
             .await
-            .map_err(|e| map_lancedb(e, name))?;
-        Ok(())
+            .map_err(|e| map_lancedb(e, name))?
+            .version)
     }
 
-    pub(crate) async fn do_merge_insert(
+    pub(crate) async fn merge_insert_line(
         &self,
         name: &str,
+        branch: Option<&str>,
         on: &[&str],
         batches: Vec<RecordBatch>,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         if on.is_empty() {
             return Err(Error::InvalidArgument(
                 "merge_insert needs at least one key column".into(),
             )
             .into());
         }
-        let table = self.table(name).await?;
-        let _guard = self.lock(name).await;
+        let table = self.line_table(name, branch).await?;
+        let _guard = self.lock(&line_key(name, branch)).await;
         let schema = table.schema().await.map_err(|e| map_lancedb(e, name))?;
         for key in on {
             if schema.field_with_name(key).is_err() {
@@ -278,7 +289,7 @@ impl LanceDbBackend {
         }
         let batches = conform_subset(name, &schema, batches)?;
         let Some(first) = batches.iter().find(|b| b.num_rows() > 0) else {
-            return Ok(());
+            return Ok(None);
         };
         let src_schema = first.schema();
         for key in on {
@@ -303,23 +314,41 @@ impl LanceDbBackend {
         }
         let mut builder = table.merge_insert(on);
         builder.when_matched_update_all(None);
-        builder
+        let result = builder
             .execute(reader(src_schema, batches))
             .await
             .map_err(|e| map_lancedb(e, name))?;
-        Ok(())
+        Ok(Some(result.version))
     }
 
-    pub(crate) async fn do_delete_rows(&self, name: &str, filter: &str) -> Result<()> {
+    pub(crate) async fn delete_line(
+        &self,
+        name: &str,
+        branch: Option<&str>,
+        filter: &str,
+    ) -> Result<u64> {
         check_raw_filter(filter)?;
-        let table = self.table(name).await?;
+        let table = self.line_table(name, branch).await?;
         let schema = table.schema().await.map_err(|e| map_lancedb(e, name))?;
         validate_filter(&schema, filter)?;
-        table
+        Ok(table
             .delete(filter)
             .await
-            .map_err(|e| map_lancedb(e, name))?;
-        Ok(())
+            .map_err(|e| map_lancedb(e, name))?
+            .version)
+    }
+
+    /// Replace the contents of an existing line in one overwrite commit.
+    pub(crate) async fn overwrite_line(
+        &self,
+        name: &str,
+        branch: Option<&str>,
+        batches: Vec<RecordBatch>,
+        schema: SchemaRef,
+    ) -> Result<u64> {
+        let batches = fit_to_schema(name, batches, &schema)?;
+        let table = self.line_table(name, branch).await?;
+        self.overwrite(&table, name, schema, batches).await
     }
 
     pub(crate) async fn do_replace(
@@ -329,25 +358,12 @@ impl LanceDbBackend {
         schema: SchemaRef,
     ) -> Result<()> {
         validate_table_name(name)?;
-        for b in &batches {
-            if !crate::lance::backend::same_shape(&b.schema(), &schema) {
-                return Err(Error::SchemaMismatch {
-                    table: name.to_string(),
-                    detail: "a batch does not have the schema given to replace_table_atomic".into(),
-                }
-                .into());
-            }
-        }
-        let batches: Vec<RecordBatch> = batches
-            .into_iter()
-            .map(|b| b.with_schema(schema.clone()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::SchemaMismatch {
-                table: name.to_string(),
-                detail: e.to_string(),
-            })?;
+        let batches = fit_to_schema(name, batches, &schema)?;
         match self.table(name).await {
-            Ok(table) => self.overwrite(&table, name, schema, batches).await,
+            Ok(table) => self
+                .overwrite(&table, name, schema, batches)
+                .await
+                .map(|_| ()),
             Err(e) if matches!(Error::of(&e), Some(Error::TableNotFound(_))) => {
                 let rows = if batches.is_empty() {
                     vec![RecordBatch::new_empty(schema.clone())]
@@ -369,7 +385,7 @@ impl LanceDbBackend {
                     Err(lancedb::Error::TableAlreadyExists { .. }) => {
                         self.forget(name);
                         let table = self.table(name).await?;
-                        self.overwrite(&table, name, schema, rows).await
+                        self.overwrite(&table, name, schema, rows).await.map(|_| ())
                     }
                     Err(e) => Err(map_lancedb(e, name)),
                 }
@@ -388,8 +404,20 @@ impl LanceDbBackend {
         }
     }
 
-    pub(crate) async fn do_rollback(&self, name: &str, version: u64) -> Result<()> {
-        let table = self.table(name).await?;
+    /// The latest version of a line.
+    pub(crate) async fn line_version(&self, name: &str, branch: Option<&str>) -> Result<u64> {
+        let table = self.line_table(name, branch).await?;
+        table.version().await.map_err(|e| map_lancedb(e, name))
+    }
+
+    /// Commit the contents of `version` of a line as its newest version.
+    pub(crate) async fn restore_line(
+        &self,
+        name: &str,
+        branch: Option<&str>,
+        version: u64,
+    ) -> Result<u64> {
+        let table = self.line_table(name, branch).await?;
         let versions = table
             .list_versions()
             .await
@@ -401,21 +429,31 @@ impl LanceDbBackend {
             }
             .into());
         }
-        let _guard = self.lock(name).await;
-        let pinned = self.table_at(name, None, Some(version)).await?;
+        let _guard = self.lock(&line_key(name, branch)).await;
+        let pinned = self
+            .table_at(name, Some(branch.unwrap_or("main")), Some(version))
+            .await?;
         pinned.restore().await.map_err(|e| map_lancedb(e, name))?;
         table
             .checkout_latest()
             .await
             .map_err(|e| map_lancedb(e, name))?;
-        Ok(())
+        table.version().await.map_err(|e| map_lancedb(e, name))
     }
 
     // ---- maintenance ----
 
-    pub(crate) async fn do_optimize(&self, name: &str) -> Result<()> {
-        let table = self.table(name).await?;
-        let _guard = self.lock(name).await;
+    /// Compact a line, prune versions older than the retention (never a
+    /// tagged one, nor any version `>= keep_from`), optimize its indexes;
+    /// returns the line's newest version.
+    pub(crate) async fn optimize_line(
+        &self,
+        name: &str,
+        branch: Option<&str>,
+        keep_from: Option<u64>,
+    ) -> Result<u64> {
+        let table = self.line_table(name, branch).await?;
+        let _guard = self.lock(&line_key(name, branch)).await;
         table
             .optimize(OptimizeAction::Compact {
                 options: Default::default(),
@@ -425,19 +463,36 @@ impl LanceDbBackend {
             .map_err(|e| map_lancedb(e, name))?;
         let older_than = lancedb::table::Duration::from_std(self.opts.cleanup_older_than)
             .map_err(|e| Error::InvalidArgument(format!("cleanup_older_than: {e}")))?;
-        table
-            .optimize(OptimizeAction::Prune {
-                older_than: Some(older_than),
-                delete_unverified: Some(false),
-                error_if_tagged_old_versions: Some(false),
-            })
-            .await
-            .map_err(|e| map_lancedb(e, name))?;
+        match keep_from {
+            None => {
+                table
+                    .optimize(OptimizeAction::Prune {
+                        older_than: Some(older_than),
+                        delete_unverified: Some(false),
+                        error_if_tagged_old_versions: Some(false),
+                    })
+                    .await
+                    .map_err(|e| map_lancedb(e, name))?;
+            }
+            Some(keep) => {
+                let ds = line_dataset(&table, name).await?;
+                let policy = CleanupPolicy {
+                    before_timestamp: Some(chrono::Utc::now() - older_than),
+                    before_version: Some(keep),
+                    delete_unverified: false,
+                    error_if_tagged_old_versions: false,
+                    ..CleanupPolicy::default()
+                };
+                ds.cleanup_with_policy(policy)
+                    .await
+                    .with_context(|| format!("pruning old versions of {name:?}"))?;
+            }
+        }
         table
             .optimize(OptimizeAction::Index(Default::default()))
             .await
             .map_err(|e| map_lancedb(e, name))?;
-        Ok(())
+        table.version().await.map_err(|e| map_lancedb(e, name))
     }
 
     pub(crate) async fn do_recover_staging(&self, name: &str) -> Result<()> {
@@ -460,4 +515,50 @@ impl LanceDbBackend {
             .with_context(|| format!("removing unreferenced files of {name:?}"))?;
         Ok(())
     }
+}
+
+/// The lock key of a line.
+pub(crate) fn line_key(name: &str, branch: Option<&str>) -> String {
+    match branch {
+        None => name.to_string(),
+        Some(b) => format!("{name}\u{0}{b}"),
+    }
+}
+
+/// The Lance dataset behind a LanceDB table handle.
+pub(crate) async fn line_dataset(
+    table: &lancedb::Table,
+    name: &str,
+) -> Result<std::sync::Arc<lance::dataset::Dataset>> {
+    let wrapper = table
+        .dataset()
+        .ok_or_else(|| anyhow::anyhow!("table {name:?} is not a native Lance table"))?;
+    Ok(wrapper.get().await?)
+}
+
+/// Check that every batch has `schema`'s columns and types, and give it
+/// exactly that schema.
+fn fit_to_schema(
+    name: &str,
+    batches: Vec<RecordBatch>,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    for b in &batches {
+        if !crate::lance::backend::same_shape(&b.schema(), schema) {
+            return Err(Error::SchemaMismatch {
+                table: name.to_string(),
+                detail: "a batch does not have the schema given to replace_table_atomic".into(),
+            }
+            .into());
+        }
+    }
+    let fitted: Vec<RecordBatch> = batches
+        .into_iter()
+        .map(|b| b.with_schema(schema.clone()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::SchemaMismatch {
+            table: name.to_string(),
+            detail: e.to_string(),
+        })?;
+    Ok(fitted)
 }

@@ -22,6 +22,7 @@ use crate::backend::{
     VectorIndexParams, VectorQueryOpts,
 };
 use crate::lance::backend::{LanceDbBackend, map_lancedb, validate_filter};
+use crate::lance::ops::line_key;
 
 fn metric(m: DistanceMetric) -> DistanceType {
     match m {
@@ -226,9 +227,12 @@ impl LanceDbBackend {
             .await
     }
 
-    pub(crate) async fn do_full_text_search(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn fts_at(
         &self,
         table: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
         column: &str,
         query: &str,
         k: usize,
@@ -238,7 +242,7 @@ impl LanceDbBackend {
         if query.trim().is_empty() {
             return Err(Error::InvalidArgument("the full-text query is blank".into()).into());
         }
-        let t = self.table(table).await?;
+        let t = self.table_at(table, branch, version).await?;
         let schema = t.schema().await.map_err(|e| map_lancedb(e, table))?;
         let dt = column_type(table, &schema, column)?;
         if !matches!(
@@ -272,15 +276,16 @@ impl LanceDbBackend {
 
     // ---- indexes ----
 
-    pub(crate) async fn do_create_vector_index(
+    pub(crate) async fn create_vector_index_line(
         &self,
         table: &str,
+        branch: Option<&str>,
         column: &str,
         name: &str,
         p: VectorIndexParams,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         check_index_name(name)?;
-        let t = self.table(table).await?;
+        let t = self.line_table(table, branch).await?;
         let schema = t.schema().await.map_err(|e| map_lancedb(e, table))?;
         let dt = column_type(table, &schema, column)?;
         let is_vector = fixed_dim(dt).is_some()
@@ -343,30 +348,33 @@ impl LanceDbBackend {
                 Index::IvfHnswSq(hnsw!(ivf!(IvfHnswSqIndexBuilder::default())))
             }
         };
-        let _guard = self.lock(table).await;
+        let _guard = self.lock(&line_key(table, branch)).await;
         t.create_index(&[column], index)
             .name(name.to_string())
             .replace(true)
             .execute()
             .await
-            .map_err(|e| map_lancedb(e, table))
+            .map_err(|e| map_lancedb(e, table))?;
+        t.version().await.map_err(|e| map_lancedb(e, table))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn create_per_column(
         &self,
         table: &str,
+        branch: Option<&str>,
         columns: &[&str],
         name: Option<&str>,
         make: impl Fn() -> Index,
         check: impl Fn(&DataType) -> Option<String>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         if columns.is_empty() {
             return Err(Error::InvalidArgument("an index needs at least one column".into()).into());
         }
         if let Some(n) = name {
             check_index_name(n)?;
         }
-        let t = self.table(table).await?;
+        let t = self.line_table(table, branch).await?;
         let schema = t.schema().await.map_err(|e| map_lancedb(e, table))?;
         for c in columns {
             let dt = column_type(table, &schema, c)?;
@@ -379,7 +387,7 @@ impl LanceDbBackend {
                 .into());
             }
         }
-        let _guard = self.lock(table).await;
+        let _guard = self.lock(&line_key(table, branch)).await;
         for c in columns {
             let mut b = t.create_index(&[*c], make()).replace(true);
             // Lance indexes cover one column each: with several columns, the
@@ -391,18 +399,20 @@ impl LanceDbBackend {
             }
             b.execute().await.map_err(|e| map_lancedb(e, table))?;
         }
-        Ok(())
+        t.version().await.map_err(|e| map_lancedb(e, table))
     }
 
-    pub(crate) async fn do_create_fts_index(
+    pub(crate) async fn create_fts_index_line(
         &self,
         table: &str,
+        branch: Option<&str>,
         columns: &[&str],
         name: Option<&str>,
         with_positions: bool,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         self.create_per_column(
             table,
+            branch,
             columns,
             name,
             || Index::FTS(FtsIndexBuilder::default().with_position(with_positions)),
@@ -417,19 +427,20 @@ impl LanceDbBackend {
         .await
     }
 
-    pub(crate) async fn do_create_scalar_index(
+    pub(crate) async fn create_scalar_index_line(
         &self,
         table: &str,
+        branch: Option<&str>,
         columns: &[&str],
         kind: ScalarIndexType,
         name: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let make = move || match kind {
             ScalarIndexType::BTree => Index::BTree(BTreeIndexBuilder::default()),
             ScalarIndexType::Bitmap => Index::Bitmap(BitmapIndexBuilder::default()),
             ScalarIndexType::LabelList => Index::LabelList(LabelListIndexBuilder::default()),
         };
-        self.create_per_column(table, columns, name, make, move |dt| {
+        self.create_per_column(table, branch, columns, name, make, move |dt| {
             let is_list = matches!(dt, DataType::List(_) | DataType::LargeList(_));
             match kind {
                 ScalarIndexType::LabelList if !is_list => {
@@ -444,8 +455,13 @@ impl LanceDbBackend {
         .await
     }
 
-    pub(crate) async fn do_drop_index(&self, table: &str, name: &str) -> Result<()> {
-        let t = self.table(table).await?;
+    pub(crate) async fn drop_index_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        name: &str,
+    ) -> Result<u64> {
+        let t = self.line_table(table, branch).await?;
         let exists = t
             .list_indices()
             .await
@@ -459,12 +475,20 @@ impl LanceDbBackend {
             }
             .into());
         }
-        let _guard = self.lock(table).await;
-        t.drop_index(name).await.map_err(|e| map_lancedb(e, table))
+        let _guard = self.lock(&line_key(table, branch)).await;
+        t.drop_index(name)
+            .await
+            .map_err(|e| map_lancedb(e, table))?;
+        t.version().await.map_err(|e| map_lancedb(e, table))
     }
 
-    pub(crate) async fn do_list_indexes(&self, table: &str) -> Result<Vec<IndexInfo>> {
-        let t = self.table(table).await?;
+    pub(crate) async fn list_indexes_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Vec<IndexInfo>> {
+        let t = self.table_at(table, branch, version).await?;
         let list = t.list_indices().await.map_err(|e| map_lancedb(e, table))?;
         Ok(list
             .into_iter()

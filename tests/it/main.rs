@@ -3,4 +3,5 @@
 
 #[macro_use]
 pub mod conformance;
+mod branched;
 mod lance_backend;

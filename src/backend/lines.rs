@@ -1,0 +1,173 @@
+//! [`BranchLines`]: what a branching decorator needs from the store beneath
+//! it, beyond the [`StorageBackend`] contract.
+//!
+//! A *line* of a table is its main line (`branch: None`) or one of its Lance
+//! branches (`Some(name)`). Versions are numbered per line; a branch's first
+//! version has the number of the version it was created from.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use arrow_array::RecordBatch;
+use arrow_schema::Schema;
+use async_trait::async_trait;
+
+use crate::backend::filter::FilterExpr;
+use crate::backend::traits::StorageBackend;
+use crate::backend::types::{IndexInfo, ScalarIndexType, VectorIndexParams, WriteMode};
+
+/// Line-level primitives of a store with Lance-style branches per table.
+///
+/// Reads of a line at a version go through [`StorageBackend::scan`] with
+/// [`ScanRequest::branch`](crate::ScanRequest) / `version` set, and through
+/// the `branch` / `version` of [`VectorQueryOpts`](crate::VectorQueryOpts).
+///
+/// # Example
+/// ```no_run
+/// use lancebranch::{LanceDbBackend, backend::BranchLines};
+/// # async fn demo(store: LanceDbBackend) -> anyhow::Result<()> {
+/// let v = store.latest_version("people", None).await?;
+/// store.create_line("people", "lb1", None, v).await?;
+/// assert_eq!(store.latest_version("people", Some("lb1")).await?, v);
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait BranchLines: StorageBackend {
+    /// The newest version of a line.
+    async fn latest_version(&self, table: &str, branch: Option<&str>) -> Result<u64>;
+
+    /// The schema of a line at a version (`None`: the newest).
+    async fn schema_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Arc<Schema>>;
+
+    /// Create the Lance branch `branch` of `table` from version `version` of
+    /// the line `from`. No data is copied.
+    async fn create_line(
+        &self,
+        table: &str,
+        branch: &str,
+        from: Option<&str>,
+        version: u64,
+    ) -> Result<()>;
+
+    /// Remove the Lance branch `branch` of `table`, including a half-created
+    /// one. Removing a branch that does not exist succeeds.
+    async fn drop_line(&self, table: &str, branch: &str) -> Result<()>;
+
+    /// Append or overwrite on a line; the new version, `None` if nothing
+    /// was committed.
+    async fn write_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        batches: Vec<RecordBatch>,
+        mode: WriteMode,
+    ) -> Result<Option<u64>>;
+
+    /// [`StorageBackend::merge_insert`] on a line; the new version, `None`
+    /// if nothing was committed.
+    async fn merge_insert_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        on: &[&str],
+        batches: Vec<RecordBatch>,
+    ) -> Result<Option<u64>>;
+
+    /// Delete rows of a line; the new version.
+    async fn delete_rows_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        filter: &str,
+    ) -> Result<u64>;
+
+    /// Replace a line's rows and schema in one commit; the new version.
+    async fn overwrite_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        batches: Vec<RecordBatch>,
+        schema: Arc<Schema>,
+    ) -> Result<u64>;
+
+    /// Commit the contents of `version` as the line's newest version; the
+    /// new version.
+    async fn restore_line(&self, table: &str, branch: Option<&str>, version: u64) -> Result<u64>;
+
+    /// Compact a line and prune old versions, keeping every version
+    /// `>= keep_from`; the line's newest version afterwards.
+    async fn optimize_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        keep_from: Option<u64>,
+    ) -> Result<u64>;
+
+    /// Count rows of a line at a version.
+    async fn count_rows_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+        filter: Option<&str>,
+    ) -> Result<usize>;
+
+    /// Full-text search of a line at a version.
+    #[allow(clippy::too_many_arguments)]
+    async fn full_text_search_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+        column: &str,
+        query: &str,
+        k: usize,
+        filter: FilterExpr,
+    ) -> Result<Vec<RecordBatch>>;
+
+    /// Build a vector index on a line; the new version.
+    async fn create_vector_index_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        column: &str,
+        name: &str,
+        params: VectorIndexParams,
+    ) -> Result<u64>;
+
+    /// Build a full-text index on a line; the new version.
+    async fn create_fts_index_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        columns: &[&str],
+        name: Option<&str>,
+        with_positions: bool,
+    ) -> Result<u64>;
+
+    /// Build a scalar index on a line; the new version.
+    async fn create_scalar_index_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        columns: &[&str],
+        index_type: ScalarIndexType,
+        name: Option<&str>,
+    ) -> Result<u64>;
+
+    /// Drop an index on a line; the new version.
+    async fn drop_index_line(&self, table: &str, branch: Option<&str>, name: &str) -> Result<u64>;
+
+    /// The indexes of a line at a version.
+    async fn list_indexes_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Vec<IndexInfo>>;
+}

@@ -1,0 +1,468 @@
+//! The catalog: which version of which table every branch and tag sees.
+//!
+//! The catalog is the source of truth for visibility. It is the state
+//! machine of a [`lancebranch_wal`] log of [`Record`]s, plus checkpoints
+//! (written to a temporary file, synced, renamed, directory synced; then the
+//! log is truncated), stored in `<store>/_lancebranch/`. Replaying the
+//! checkpoint and the log after it rebuilds exactly the state every
+//! acknowledged operation left.
+//!
+//! Records are only ever appended as new enum variants at the end; their
+//! order is part of the format. A checkpoint file is one format byte
+//! followed by the postcard encoding of [`CatalogState`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::{Context, Result};
+use lancebranch_wal::{Lsn, Options, SimStorage, Wal};
+use serde::{Deserialize, Serialize};
+
+use crate::branched::names::MAIN;
+
+/// The format byte in front of a checkpoint.
+pub const CHECKPOINT_FORMAT: u8 = 1;
+
+/// How many records between checkpoints.
+const CHECKPOINT_EVERY: u64 = 1024;
+
+/// Where a branch reads one table: a line and a version on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TableRef {
+    /// The Lance branch of the table's dataset (`None`: its main line).
+    pub line: Option<String>,
+    /// The published version on that line.
+    pub version: u64,
+}
+
+/// What the catalog knows about one branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchMeta {
+    /// Unique for the life of the store; names the branch's Lance lines.
+    pub id: u64,
+    /// The branch it was forked from (`None` for main).
+    pub parent: Option<String>,
+    /// The tag it was forked from, if any.
+    pub from_tag: Option<String>,
+    /// The tables the branch sees, and where.
+    pub tables: BTreeMap<String, TableRef>,
+    /// The tables at the fork point (the merge base).
+    pub fork_point: BTreeMap<String, TableRef>,
+}
+
+impl BranchMeta {
+    /// The Lance branch name of this branch's own lines (`None` for main).
+    pub fn own_line(&self) -> Option<String> {
+        line_name(self.id)
+    }
+}
+
+/// The Lance branch name for branch id `id` (`None` for main, id 0).
+pub fn line_name(id: u64) -> Option<String> {
+    (id != 0).then(|| format!("lb{id}"))
+}
+
+/// A multi-table tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagMeta {
+    /// The branch tagged.
+    pub branch: String,
+    /// Every table of the branch at tagging time.
+    pub tables: BTreeMap<String, TableRef>,
+}
+
+/// One catalog log record. Append new variants only at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// Branch `name` (id `id`) now exists, seeing what `parent` sees.
+    Fork {
+        /// New branch.
+        name: String,
+        /// Its parent.
+        parent: String,
+        /// Its id.
+        id: u64,
+    },
+    /// Branch `name` (id `id`) now exists, seeing what tag `tag` pins.
+    ForkAt {
+        /// New branch.
+        name: String,
+        /// The tag.
+        tag: String,
+        /// Its id.
+        id: u64,
+    },
+    /// On `branch`, each table now reads at the given ref (`None`: the
+    /// table is gone from the branch). One record: all at once.
+    Publish {
+        /// The branch.
+        branch: String,
+        /// Table → new ref.
+        tables: Vec<(String, Option<TableRef>)>,
+    },
+    /// About to (re)create the Lance line `line` of `table` from `from`.
+    BeginLine {
+        /// Operation id.
+        op: u64,
+        /// The table.
+        table: String,
+        /// The Lance branch name.
+        line: String,
+        /// Where it starts.
+        from: TableRef,
+    },
+    /// The line of [`Record::BeginLine`] `op` exists.
+    EndLine {
+        /// Operation id.
+        op: u64,
+    },
+    /// Branches are being deleted; they are gone from view at once.
+    BeginDelete {
+        /// Operation id.
+        op: u64,
+        /// The branches, deepest first.
+        branches: Vec<String>,
+        /// Their Lance lines, `(table, line)`, deepest first.
+        lines: Vec<(String, String)>,
+    },
+    /// The lines of [`Record::BeginDelete`] `op` are removed.
+    EndDelete {
+        /// Operation id.
+        op: u64,
+    },
+    /// Tag `name` pins what `branch` sees now.
+    Tag {
+        /// The tag.
+        name: String,
+        /// The branch.
+        branch: String,
+    },
+    /// Tag `name` is removed.
+    DeleteTag {
+        /// The tag.
+        name: String,
+    },
+    /// Operation `op` was undone by recovery.
+    Abort {
+        /// Operation id.
+        op: u64,
+    },
+}
+
+/// The whole catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogState {
+    /// Live branches by name (always contains `main`).
+    pub branches: BTreeMap<String, BranchMeta>,
+    /// Tags by name.
+    pub tags: BTreeMap<String, TagMeta>,
+    /// Lance lines known to exist, `(table, line)`.
+    pub lines: BTreeSet<(String, String)>,
+    /// Operations begun and not yet ended, by id.
+    pub pending: BTreeMap<u64, Record>,
+    /// The next branch / operation id.
+    pub next_id: u64,
+    /// The LSN of the last record applied.
+    pub applied: u64,
+}
+
+impl Default for CatalogState {
+    fn default() -> Self {
+        let mut branches = BTreeMap::new();
+        branches.insert(
+            MAIN.to_string(),
+            BranchMeta {
+                id: 0,
+                parent: None,
+                from_tag: None,
+                tables: BTreeMap::new(),
+                fork_point: BTreeMap::new(),
+            },
+        );
+        Self {
+            branches,
+            tags: BTreeMap::new(),
+            lines: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            next_id: 1,
+            applied: 0,
+        }
+    }
+}
+
+impl CatalogState {
+    /// Apply one record. Deterministic: replay gives the live state.
+    pub fn apply(&mut self, lsn: u64, rec: &Record) {
+        self.applied = lsn;
+        match rec {
+            Record::Fork { name, parent, id } => {
+                if let Some(p) = self.branches.get(parent) {
+                    let tables = p.tables.clone();
+                    self.branches.insert(
+                        name.clone(),
+                        BranchMeta {
+                            id: *id,
+                            parent: Some(parent.clone()),
+                            from_tag: None,
+                            fork_point: tables.clone(),
+                            tables,
+                        },
+                    );
+                }
+                self.next_id = self.next_id.max(id + 1);
+            }
+            Record::ForkAt { name, tag, id } => {
+                if let Some(t) = self.tags.get(tag) {
+                    self.branches.insert(
+                        name.clone(),
+                        BranchMeta {
+                            id: *id,
+                            parent: Some(t.branch.clone()),
+                            from_tag: Some(tag.clone()),
+                            fork_point: t.tables.clone(),
+                            tables: t.tables.clone(),
+                        },
+                    );
+                }
+                self.next_id = self.next_id.max(id + 1);
+            }
+            Record::Publish { branch, tables } => {
+                if let Some(b) = self.branches.get_mut(branch) {
+                    for (t, r) in tables {
+                        match r {
+                            Some(r) => {
+                                b.tables.insert(t.clone(), r.clone());
+                            }
+                            None => {
+                                b.tables.remove(t);
+                            }
+                        }
+                    }
+                }
+            }
+            Record::BeginLine { op, .. } => {
+                self.pending.insert(*op, rec.clone());
+                self.next_id = self.next_id.max(op + 1);
+            }
+            Record::EndLine { op } => {
+                if let Some(Record::BeginLine { table, line, .. }) = self.pending.remove(op) {
+                    self.lines.insert((table, line));
+                }
+            }
+            Record::BeginDelete {
+                op,
+                branches,
+                lines,
+            } => {
+                for b in branches {
+                    self.branches.remove(b);
+                }
+                let _ = lines;
+                self.pending.insert(*op, rec.clone());
+                self.next_id = self.next_id.max(op + 1);
+            }
+            Record::EndDelete { op } => {
+                if let Some(Record::BeginDelete { lines, .. }) = self.pending.remove(op) {
+                    for l in lines {
+                        self.lines.remove(&l);
+                    }
+                }
+            }
+            Record::Tag { name, branch } => {
+                if let Some(b) = self.branches.get(branch) {
+                    self.tags.insert(
+                        name.clone(),
+                        TagMeta {
+                            branch: branch.clone(),
+                            tables: b.tables.clone(),
+                        },
+                    );
+                }
+            }
+            Record::DeleteTag { name } => {
+                self.tags.remove(name);
+            }
+            Record::Abort { op } => {
+                if let Some(Record::BeginLine { table, line, .. }) = self.pending.remove(op) {
+                    self.lines.remove(&(table, line));
+                }
+            }
+        }
+    }
+
+    /// The lowest version of `line` of `table` that any branch, fork point
+    /// or tag still reads; `None` if nothing pins the line.
+    pub fn lowest_pinned(&self, table: &str, line: Option<&str>) -> Option<u64> {
+        let refs = self
+            .branches
+            .values()
+            .flat_map(|b| {
+                b.tables
+                    .get(table)
+                    .into_iter()
+                    .chain(b.fork_point.get(table))
+            })
+            .chain(self.tags.values().filter_map(|t| t.tables.get(table)));
+        refs.filter(|r| r.line.as_deref() == line)
+            .map(|r| r.version)
+            .min()
+    }
+}
+
+/// The durable catalog: state + log + checkpoints.
+pub struct Catalog {
+    state: RwLock<CatalogState>,
+    wal: Wal<Record>,
+    /// Serializes appends so the log order is the apply order.
+    commit: Mutex<()>,
+    dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("dir", &self.dir).finish()
+    }
+}
+
+impl Catalog {
+    /// Open (creating) the catalog in `dir`, or in memory for `None`.
+    ///
+    /// # Errors
+    /// The directory or the log cannot be read, or the checkpoint is of an
+    /// unknown format.
+    pub fn open(dir: Option<&Path>) -> Result<Arc<Self>> {
+        let (mut state, wal, recovered) = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating catalog directory {}", dir.display()))?;
+                let state = read_checkpoint(dir)?.unwrap_or_default();
+                let opts = Options::default().replay_from(Lsn(state.applied + 1));
+                let (wal, rec) = Wal::<Record>::open(dir.join("wal"), opts)
+                    .with_context(|| format!("opening the catalog log in {}", dir.display()))?;
+                (state, wal, rec)
+            }
+            None => {
+                let (wal, rec) = Wal::<Record>::open_with_storage(
+                    SimStorage::new(),
+                    Options::default().sync(lancebranch_wal::SyncPolicy::Never),
+                )?;
+                (CatalogState::default(), wal, rec)
+            }
+        };
+        for (lsn, r) in &recovered.records {
+            if lsn.0 > state.applied {
+                state.apply(lsn.0, r);
+            }
+        }
+        Ok(Arc::new(Self {
+            state: RwLock::new(state),
+            wal,
+            commit: Mutex::new(()),
+            dir: dir.map(Path::to_path_buf),
+        }))
+    }
+
+    /// A read of the current state.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, CatalogState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Durably log `rec` (after `check` passes on the current state, under
+    /// the commit lock), then apply it. Blocking: call from a blocking
+    /// context or accept the sync wait.
+    pub fn commit_if(
+        &self,
+        check: impl FnOnce(&CatalogState) -> Result<Record>,
+    ) -> Result<(u64, Record)> {
+        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let rec = check(&self.read())?;
+        let lsn = self.wal.append(&rec).context("logging a catalog record")?;
+        let applied = {
+            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+            st.apply(lsn.0, &rec);
+            st.applied
+        };
+        if applied % CHECKPOINT_EVERY == 0 {
+            self.checkpoint_locked()?;
+        }
+        Ok((lsn.0, rec))
+    }
+
+    /// Durably log `rec` and apply it.
+    pub fn commit(&self, rec: Record) -> Result<u64> {
+        self.commit_if(|_| Ok(rec)).map(|(lsn, _)| lsn)
+    }
+
+    /// A fresh id for a branch or an operation (logged with the record
+    /// that uses it).
+    pub fn fresh_id(&self) -> u64 {
+        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let id = st.next_id;
+        st.next_id += 1;
+        id
+    }
+
+    /// Write a checkpoint now and truncate the log below it.
+    ///
+    /// # Errors
+    /// The checkpoint cannot be written.
+    pub fn checkpoint(&self) -> Result<()> {
+        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        self.checkpoint_locked()
+    }
+
+    fn checkpoint_locked(&self) -> Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let state = self.read().clone();
+        write_checkpoint(dir, &state)?;
+        self.wal
+            .truncate_before(Lsn(state.applied + 1))
+            .context("truncating the catalog log")?;
+        Ok(())
+    }
+}
+
+const CHECKPOINT: &str = "checkpoint";
+
+fn read_checkpoint(dir: &Path) -> Result<Option<CatalogState>> {
+    let path = dir.join(CHECKPOINT);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    match bytes.split_first() {
+        Some((&CHECKPOINT_FORMAT, payload)) => {
+            Ok(Some(postcard::from_bytes(payload).with_context(|| {
+                format!("decoding checkpoint {}", path.display())
+            })?))
+        }
+        Some((v, _)) => anyhow::bail!(
+            "checkpoint {} has format {v}; this build reads format {CHECKPOINT_FORMAT}",
+            path.display()
+        ),
+        None => anyhow::bail!("checkpoint {} is empty", path.display()),
+    }
+}
+
+fn write_checkpoint(dir: &Path, state: &CatalogState) -> Result<()> {
+    use std::io::Write;
+    let mut bytes = vec![CHECKPOINT_FORMAT];
+    bytes.extend(postcard::to_stdvec(state).context("encoding the checkpoint")?);
+    let tmp = dir.join(format!("{CHECKPOINT}.tmp"));
+    {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(CHECKPOINT)).context("installing the checkpoint")?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context("syncing the catalog directory")?;
+    Ok(())
+}

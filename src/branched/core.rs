@@ -1,0 +1,157 @@
+//! The shared core behind every branch view: the inner store, the catalog,
+//! and the locks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+
+use crate::backend::{BranchLines, Error};
+use crate::branched::catalog::{BranchMeta, Catalog, CatalogState, Record, TableRef, line_name};
+
+/// State shared by all views of one store.
+pub(crate) struct Core {
+    pub(crate) inner: Arc<dyn BranchLines>,
+    pub(crate) catalog: Arc<Catalog>,
+    /// Per (branch, table): serializes every change of the table on the branch.
+    op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per (branch, table): the user-visible write lock.
+    user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn key(branch: &str, table: &str) -> String {
+    format!("{branch}\u{0}{table}")
+}
+
+fn lock_of(
+    map: &Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    k: String,
+) -> Arc<tokio::sync::Mutex<()>> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(k)
+        .or_default()
+        .clone()
+}
+
+impl Core {
+    pub(crate) fn new(inner: Arc<dyn BranchLines>, catalog: Arc<Catalog>) -> Self {
+        Self {
+            inner,
+            catalog,
+            op_locks: Mutex::new(HashMap::new()),
+            user_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn op_lock(&self, branch: &str, table: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock_of(&self.op_locks, key(branch, table))
+    }
+
+    pub(crate) fn user_lock(&self, branch: &str, table: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock_of(&self.user_locks, key(branch, table))
+    }
+
+    /// The branch's metadata, checking it is still the branch of id `id`.
+    pub(crate) fn branch(&self, name: &str, id: u64) -> Result<BranchMeta> {
+        let st = self.catalog.read();
+        match st.branches.get(name) {
+            Some(b) if b.id == id => Ok(b.clone()),
+            _ => Err(Error::BranchNotFound(name.to_string()).into()),
+        }
+    }
+
+    /// Log a record from async code (the log sync blocks).
+    pub(crate) async fn commit(&self, rec: Record) -> Result<u64> {
+        let cat = self.catalog.clone();
+        tokio::task::spawn_blocking(move || cat.commit(rec)).await?
+    }
+
+    /// Log the record `check` returns, checked under the commit lock.
+    pub(crate) async fn commit_if(
+        &self,
+        check: impl FnOnce(&CatalogState) -> Result<Record> + Send + 'static,
+    ) -> Result<(u64, Record)> {
+        let cat = self.catalog.clone();
+        tokio::task::spawn_blocking(move || cat.commit_if(check)).await?
+    }
+
+    /// Publish one table's new ref on a branch.
+    pub(crate) async fn publish(
+        &self,
+        branch: &str,
+        table: &str,
+        r: Option<TableRef>,
+    ) -> Result<()> {
+        self.commit(Record::Publish {
+            branch: branch.to_string(),
+            tables: vec![(table.to_string(), r)],
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Make sure `branch` (of id `id`) has its own line for `table`, whose
+    /// newest version is exactly the published one. Returns that line
+    /// (`None`: the main line) and its published version.
+    ///
+    /// Steps: if the branch still reads another line, create its own line
+    /// there (logged `BeginLine` → Lance branch → `EndLine`, then the inner
+    /// store is notified); if its line has versions past the published one
+    /// (a write that crashed before publishing), restore the published
+    /// version first. The caller holds the op lock of (branch, table).
+    pub(crate) async fn own_line(
+        &self,
+        branch: &str,
+        id: u64,
+        table: &str,
+        current: &TableRef,
+    ) -> Result<(Option<String>, u64)> {
+        let own = line_name(id);
+        if current.line == own {
+            let latest = self.inner.latest_version(table, own.as_deref()).await?;
+            if latest != current.version {
+                // A write crashed after its Lance commit and before its
+                // publish: bring the published contents back on top and
+                // publish that (same contents, so nothing visible changes).
+                let v = self
+                    .inner
+                    .restore_line(table, own.as_deref(), current.version)
+                    .await?;
+                let healed = TableRef {
+                    line: own.clone(),
+                    version: v,
+                };
+                self.publish(branch, table, Some(healed)).await?;
+                return Ok((own, v));
+            }
+            return Ok((own, current.version));
+        }
+        let Some(line) = own else {
+            // Main reads another line: not a state this catalog produces.
+            anyhow::bail!("main reads table {table:?} from a branch line; run fsck");
+        };
+        self.make_line(table, &line, current.clone()).await?;
+        Ok((Some(line), current.version))
+    }
+
+    /// (Re)create Lance line `line` of `table` starting at `from`, logged.
+    pub(crate) async fn make_line(&self, table: &str, line: &str, from: TableRef) -> Result<()> {
+        let op = self.catalog.fresh_id();
+        self.commit(Record::BeginLine {
+            op,
+            table: table.to_string(),
+            line: line.to_string(),
+            from: from.clone(),
+        })
+        .await?;
+        // A line left by an earlier, unpublished attempt is replaced.
+        self.inner.drop_line(table, line).await?;
+        self.inner
+            .create_line(table, line, from.line.as_deref(), from.version)
+            .await?;
+        self.commit(Record::EndLine { op }).await?;
+        self.inner.notify_table_created(table).await;
+        Ok(())
+    }
+}

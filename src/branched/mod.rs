@@ -1,0 +1,19 @@
+//! Branches: [`BranchedBackend`] views over a store with Lance branch lines,
+//! a durable catalog of what each branch sees, fork, tags, deletion and
+//! crash recovery.
+//!
+//! One concern per file: `catalog` (state machine over the WAL,
+//! checkpoints), `core` (shared state, locks, line creation), `view` (a
+//! branch view and the branch operations), `contract` (the
+//! `StorageBackend` implementation of a view), `recovery`, `names`.
+
+mod catalog;
+mod contract;
+mod core;
+mod names;
+mod recovery;
+mod view;
+
+pub use catalog::{CatalogState, Record, TableRef};
+pub use names::{MAIN, validate_branch_name, validate_tag_name};
+pub use view::{BranchInfo, BranchedBackend, TagInfo};

@@ -1,0 +1,556 @@
+//! [`BranchedBackend`]: a view of one branch, and the branch operations.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+use crate::backend::{BranchLines, Error, validate_table_name};
+use crate::branched::catalog::{Catalog, Record, TableRef, line_name};
+use crate::branched::core::Core;
+use crate::branched::names::{MAIN, validate_branch_name, validate_tag_name};
+
+/// A view of one branch of a branched store. It implements
+/// [`StorageBackend`](crate::StorageBackend), so an engine uses a branch
+/// exactly as it uses the store.
+///
+/// - Every table is read at the version the catalog *published* for this
+///   branch, so a change that spans several tables (a
+///   [`transaction`](BranchedBackend::transaction)) becomes visible at once.
+/// - A write is acknowledged only after it is published: the Lance commit
+///   (synced by the inner store), then one synced catalog record.
+/// - [`fork`](BranchedBackend::fork) writes one catalog record and makes no
+///   Lance call; a table gets its own Lance branch on its first write.
+///
+/// # Example
+/// ```no_run
+/// use std::sync::Arc;
+/// use lancebranch::{LanceDbBackend, StorageBackend, branched::BranchedBackend};
+/// # async fn demo(batch: arrow_array::RecordBatch) -> anyhow::Result<()> {
+/// let inner = Arc::new(LanceDbBackend::open("/tmp/branched-store").await?);
+/// let main = BranchedBackend::open(inner).await?;
+/// main.create_table("people", vec![batch.clone()]).await?;
+/// let what_if = main.fork("what-if").await?;
+/// what_if.delete_rows("people", "true").await?;
+/// assert_eq!(what_if.count_rows("people", None).await?, 0);
+/// assert!(main.count_rows("people", None).await? > 0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct BranchedBackend {
+    pub(crate) core: Arc<Core>,
+    pub(crate) name: String,
+    pub(crate) id: u64,
+    /// Set for read-only snapshots: the tables as of the snapshot.
+    pub(crate) pinned: Option<Arc<BTreeMap<String, TableRef>>>,
+    pub(crate) base_uri: String,
+}
+
+impl std::fmt::Debug for BranchedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BranchedBackend")
+            .field("branch", &self.name)
+            .field("snapshot", &self.pinned.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One branch, as [`BranchedBackend::list_branches`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchInfo {
+    /// The branch name.
+    pub name: String,
+    /// Its parent (`None` for main).
+    pub parent: Option<String>,
+    /// The tag it was forked from, if any.
+    pub from_tag: Option<String>,
+    /// The tables it sees.
+    pub tables: Vec<String>,
+    /// How many tables have their own Lance branch (were written on it).
+    pub materialized: usize,
+}
+
+/// One tag, as [`BranchedBackend::list_tags`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagInfo {
+    /// The tag name.
+    pub name: String,
+    /// The branch it was taken on.
+    pub branch: String,
+    /// Table → pinned version.
+    pub versions: BTreeMap<String, u64>,
+}
+
+/// Where the catalog of a store with this base URI lives (`None`: memory).
+fn catalog_dir(base_uri: &str) -> Option<PathBuf> {
+    if base_uri.starts_with("memory://") {
+        return None;
+    }
+    let path = base_uri.strip_prefix("file://").unwrap_or(base_uri);
+    Some(PathBuf::from(path).join("_lancebranch"))
+}
+
+impl BranchedBackend {
+    /// Open the branched store over `inner` and return the view of `main`,
+    /// after finishing or undoing every operation a crash interrupted.
+    ///
+    /// The catalog lives in `<inner base>/_lancebranch/` (in memory for a
+    /// `memory://` store). Only one process may open a store at a time;
+    /// a second open fails with a lock error.
+    ///
+    /// # Errors
+    /// The catalog cannot be read or is locked, or recovery fails.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use std::sync::Arc;
+    /// let inner = Arc::new(lancebranch::LanceDbBackend::open("memory://x").await?);
+    /// let main = lancebranch::branched::BranchedBackend::open(inner).await?;
+    /// assert_eq!(main.branch_name(), "main");
+    /// # Ok(()) }
+    /// ```
+    pub async fn open(inner: Arc<dyn BranchLines>) -> Result<Self> {
+        let base_uri = inner.base_uri().to_string();
+        let dir = catalog_dir(&base_uri);
+        let catalog = tokio::task::spawn_blocking(move || Catalog::open(dir.as_deref())).await??;
+        let core = Arc::new(Core::new(inner, catalog));
+        crate::branched::recovery::recover_pending(&core).await?;
+        Ok(Self {
+            core,
+            name: MAIN.to_string(),
+            id: 0,
+            pinned: None,
+            base_uri,
+        })
+    }
+
+    /// The name of the branch this view shows.
+    pub fn branch_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this view is a read-only snapshot.
+    pub fn is_snapshot(&self) -> bool {
+        self.pinned.is_some()
+    }
+
+    fn view_of(&self, name: &str, id: u64) -> Self {
+        Self {
+            core: self.core.clone(),
+            name: name.to_string(),
+            id,
+            pinned: None,
+            base_uri: self.base_uri.clone(),
+        }
+    }
+
+    /// A view of the existing branch `name`.
+    ///
+    /// # Errors
+    /// [`Error::BranchNotFound`].
+    pub fn branch(&self, name: &str) -> Result<Self> {
+        let st = self.core.catalog.read();
+        let b = st
+            .branches
+            .get(name)
+            .ok_or_else(|| Error::BranchNotFound(name.to_string()))?;
+        Ok(self.view_of(name, b.id))
+    }
+
+    /// Fork a new branch `name` from this view's branch, as it is now:
+    /// one synced catalog record, no Lance call, whatever the data size.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::BranchExists`], or this branch is
+    /// gone ([`Error::BranchNotFound`]).
+    pub async fn fork(&self, name: &str) -> Result<Self> {
+        validate_branch_name(name)?;
+        if self.pinned.is_some() {
+            return Err(Error::ReadOnlyView(self.name.clone()).into());
+        }
+        let id = self.core.catalog.fresh_id();
+        let (parent, parent_id, new) = (self.name.clone(), self.id, name.to_string());
+        self.core
+            .commit_if(move |st| {
+                match st.branches.get(&parent) {
+                    Some(p) if p.id == parent_id => {}
+                    _ => return Err(Error::BranchNotFound(parent).into()),
+                }
+                if st.branches.contains_key(&new) {
+                    return Err(Error::BranchExists(new).into());
+                }
+                Ok(Record::Fork {
+                    name: new,
+                    parent,
+                    id,
+                })
+            })
+            .await?;
+        Ok(self.view_of(name, id))
+    }
+
+    /// Fork a new branch `name` from what tag `tag` pins.
+    ///
+    /// # Errors
+    /// As [`BranchedBackend::fork`], plus [`Error::TagNotFound`].
+    pub async fn fork_at(&self, name: &str, tag: &str) -> Result<Self> {
+        validate_branch_name(name)?;
+        validate_tag_name(tag)?;
+        let id = self.core.catalog.fresh_id();
+        let (tag, new) = (tag.to_string(), name.to_string());
+        self.core
+            .commit_if(move |st| {
+                if !st.tags.contains_key(&tag) {
+                    return Err(Error::TagNotFound(tag).into());
+                }
+                if st.branches.contains_key(&new) {
+                    return Err(Error::BranchExists(new).into());
+                }
+                Ok(Record::ForkAt { name: new, tag, id })
+            })
+            .await?;
+        Ok(self.view_of(name, id))
+    }
+
+    /// Every branch, `main` first.
+    pub fn list_branches(&self) -> Vec<BranchInfo> {
+        let st = self.core.catalog.read();
+        let mut out: Vec<BranchInfo> = st
+            .branches
+            .iter()
+            .map(|(name, b)| {
+                let own = b.own_line();
+                BranchInfo {
+                    name: name.clone(),
+                    parent: b.parent.clone(),
+                    from_tag: b.from_tag.clone(),
+                    tables: b.tables.keys().cloned().collect(),
+                    materialized: b.tables.values().filter(|r| r.line == own).count(),
+                }
+            })
+            .collect();
+        out.sort_by_key(|b| (b.name != MAIN, b.name.clone()));
+        out
+    }
+
+    /// Delete branch `name` and its Lance branches. Refuses `main`, a
+    /// branch with children (unless `cascade`, which deletes them too), and
+    /// a branch a tag still pins. The branch disappears from view at once;
+    /// its Lance branches are removed next (a crash in between is finished
+    /// by recovery).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::BranchNotFound`],
+    /// [`Error::BranchInUse`].
+    pub async fn delete_branch(&self, name: &str, cascade: bool) -> Result<()> {
+        validate_branch_name(name)?;
+        let op = self.core.catalog.fresh_id();
+        let target = name.to_string();
+        let (_, rec) = self
+            .core
+            .commit_if(move |st| {
+                if !st.branches.contains_key(&target) {
+                    return Err(Error::BranchNotFound(target).into());
+                }
+                // The branch and its descendants, deepest first.
+                let mut doomed = vec![target.clone()];
+                let mut i = 0;
+                while i < doomed.len() {
+                    let kids: Vec<String> = st
+                        .branches
+                        .iter()
+                        .filter(|(_, b)| b.parent.as_deref() == Some(doomed[i].as_str()))
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    if !kids.is_empty() && !cascade {
+                        return Err(Error::BranchInUse {
+                            branch: target,
+                            detail: format!(
+                                "it has child branches {kids:?}; delete them first or cascade"
+                            ),
+                        }
+                        .into());
+                    }
+                    doomed.extend(kids);
+                    i += 1;
+                }
+                doomed.reverse();
+                let ids: Vec<String> = doomed
+                    .iter()
+                    .filter_map(|b| st.branches.get(b).and_then(|m| m.own_line()))
+                    .collect();
+                for (tag, t) in &st.tags {
+                    let pins_doomed = doomed.contains(&t.branch)
+                        || t.tables
+                            .values()
+                            .any(|r| r.line.as_ref().is_some_and(|l| ids.contains(l)));
+                    if pins_doomed {
+                        return Err(Error::BranchInUse {
+                            branch: target,
+                            detail: format!("tag {tag:?} pins it; delete the tag first"),
+                        }
+                        .into());
+                    }
+                }
+                let lines: Vec<(String, String)> = ids
+                    .iter()
+                    .flat_map(|l| st.lines.iter().filter(move |(_, line)| line == l).cloned())
+                    .collect();
+                Ok(Record::BeginDelete {
+                    op,
+                    branches: doomed,
+                    lines,
+                })
+            })
+            .await?;
+        if let Record::BeginDelete { lines, .. } = rec {
+            crate::branched::recovery::drop_lines(&self.core, &lines).await?;
+        }
+        self.core.commit(Record::EndDelete { op }).await?;
+        Ok(())
+    }
+
+    /// Tag what this branch sees now (every table at its published
+    /// version). Tagged versions are kept by `optimize_table`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::TagExists`], [`Error::BranchNotFound`].
+    pub async fn tag(&self, name: &str) -> Result<()> {
+        validate_tag_name(name)?;
+        let (tag, branch, id) = (name.to_string(), self.name.clone(), self.id);
+        self.core
+            .commit_if(move |st| {
+                if st.tags.contains_key(&tag) {
+                    return Err(Error::TagExists(tag).into());
+                }
+                match st.branches.get(&branch) {
+                    Some(b) if b.id == id => {}
+                    _ => return Err(Error::BranchNotFound(branch).into()),
+                }
+                Ok(Record::Tag { name: tag, branch })
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Every tag.
+    pub fn list_tags(&self) -> Vec<TagInfo> {
+        let st = self.core.catalog.read();
+        st.tags
+            .iter()
+            .map(|(name, t)| TagInfo {
+                name: name.clone(),
+                branch: t.branch.clone(),
+                versions: t
+                    .tables
+                    .iter()
+                    .map(|(k, r)| (k.clone(), r.version))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Remove a tag.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::TagNotFound`].
+    pub async fn delete_tag(&self, name: &str) -> Result<()> {
+        validate_tag_name(name)?;
+        let tag = name.to_string();
+        self.core
+            .commit_if(move |st| {
+                if !st.tags.contains_key(&tag) {
+                    return Err(Error::TagNotFound(tag).into());
+                }
+                Ok(Record::DeleteTag { name: tag })
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// A read-only view of this branch as it is now: every read through it
+    /// sees all tables at one consistent point, whatever is published
+    /// meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::BranchNotFound`].
+    pub fn snapshot(&self) -> Result<Self> {
+        let tables = match &self.pinned {
+            Some(p) => p.clone(),
+            None => Arc::new(self.core.branch(&self.name, self.id)?.tables),
+        };
+        Ok(Self {
+            pinned: Some(tables),
+            ..self.clone()
+        })
+    }
+
+    /// Write a checkpoint of the catalog and truncate its log.
+    ///
+    /// # Errors
+    /// The checkpoint cannot be written.
+    pub async fn checkpoint(&self) -> Result<()> {
+        let cat = self.core.catalog.clone();
+        tokio::task::spawn_blocking(move || cat.checkpoint()).await?
+    }
+
+    // ---- helpers for the contract ----
+
+    pub(crate) fn writable(&self) -> Result<()> {
+        if self.pinned.is_some() {
+            return Err(Error::ReadOnlyView(self.name.clone()).into());
+        }
+        Ok(())
+    }
+
+    /// Where this view reads `table`.
+    pub(crate) fn table_ref(&self, table: &str) -> Result<TableRef> {
+        validate_table_name(table)?;
+        let found = match &self.pinned {
+            Some(p) => p.get(table).cloned(),
+            None => self
+                .core
+                .branch(&self.name, self.id)?
+                .tables
+                .get(table)
+                .cloned(),
+        };
+        found.ok_or_else(|| Error::TableNotFound(table.to_string()).into())
+    }
+
+    /// Where this view reads `table` at `version` (its published one when
+    /// `None`): a newer version than the published one is never visible.
+    pub(crate) fn table_ref_at(&self, table: &str, version: Option<u64>) -> Result<TableRef> {
+        let r = self.table_ref(table)?;
+        match version {
+            None => Ok(r),
+            Some(v) if v > r.version => Err(Error::VersionNotFound {
+                table: table.to_string(),
+                version: v,
+            }
+            .into()),
+            Some(v) => {
+                // Versions before this line began live on the fork point's line.
+                let fork = self
+                    .core
+                    .catalog
+                    .read()
+                    .branches
+                    .get(&self.name)
+                    .and_then(|b| b.fork_point.get(table).cloned());
+                match fork {
+                    Some(f)
+                        if f.line != r.line && v <= f.version && r.line == line_name(self.id) =>
+                    {
+                        Ok(TableRef {
+                            line: f.line,
+                            version: v,
+                        })
+                    }
+                    _ => Ok(TableRef {
+                        line: r.line,
+                        version: v,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Apply one change to `table` on this branch and publish its result.
+    /// `f` gets the line to change and returns the new version (`None`:
+    /// nothing committed, nothing to publish).
+    pub(crate) async fn mutate<F, Fut>(&self, table: &str, f: F) -> Result<()>
+    where
+        F: FnOnce(Arc<dyn BranchLines>, Option<String>) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<Option<u64>>> + Send,
+    {
+        self.writable()?;
+        validate_table_name(table)?;
+        let lock = self.core.op_lock(&self.name, table);
+        let _g = lock.lock().await;
+        let current = self.table_ref(table)?;
+        let (line, _) = self
+            .core
+            .own_line(&self.name, self.id, table, &current)
+            .await?;
+        if let Some(version) = f(self.core.inner.clone(), line.clone()).await? {
+            self.core
+                .publish(&self.name, table, Some(TableRef { line, version }))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Create `table` on this branch with `batches` (may be empty) and
+    /// `schema`. The table is visible only here until merged.
+    pub(crate) async fn create(
+        &self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        schema: SchemaRef,
+    ) -> Result<()> {
+        self.writable()?;
+        validate_table_name(table)?;
+        let lock = self.core.op_lock(&self.name, table);
+        let _g = lock.lock().await;
+        let meta = self.core.branch(&self.name, self.id)?;
+        if meta.tables.contains_key(table) {
+            return Err(Error::TableExists(table.to_string()).into());
+        }
+        let inner = &self.core.inner;
+        inner.invalidate_cache(table);
+        let mut exists = inner.table_exists(table).await?;
+        let own = line_name(self.id);
+        if own.is_none() && !exists {
+            let made = if batches.iter().any(|b| b.num_rows() > 0) {
+                inner.create_table(table, batches.clone()).await
+            } else {
+                inner.create_empty_table(table, schema.clone()).await
+            };
+            match made {
+                Ok(()) => {
+                    let v = inner.latest_version(table, None).await?;
+                    return self
+                        .core
+                        .publish(
+                            &self.name,
+                            table,
+                            Some(TableRef {
+                                line: None,
+                                version: v,
+                            }),
+                        )
+                        .await;
+                }
+                Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => exists = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if !exists {
+            // The dataset is new: an empty main line that main does not see.
+            match inner.create_empty_table(table, schema.clone()).await {
+                Ok(()) => {}
+                Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => {}
+                Err(e) => return Err(e),
+            }
+            inner.notify_table_created(table).await;
+        }
+        if let Some(line) = &own {
+            let from = TableRef {
+                line: None,
+                version: inner.latest_version(table, None).await?,
+            };
+            self.core.make_line(table, line, from).await?;
+        }
+        let version = inner
+            .overwrite_line(table, own.as_deref(), batches, schema)
+            .await?;
+        self.core
+            .publish(&self.name, table, Some(TableRef { line: own, version }))
+            .await
+    }
+}

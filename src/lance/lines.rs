@@ -1,0 +1,215 @@
+//! `impl BranchLines for LanceDbBackend`: line-level primitives on Lance
+//! branches.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow_array::RecordBatch;
+use arrow_schema::Schema;
+use async_trait::async_trait;
+use lance::dataset::refs::Ref;
+
+use crate::backend::{
+    BranchLines, FilterExpr, IndexInfo, ScalarIndexType, VectorIndexParams, WriteMode,
+};
+use crate::lance::backend::{LanceDbBackend, map_lancedb};
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl BranchLines for LanceDbBackend {
+    async fn latest_version(&self, table: &str, branch: Option<&str>) -> Result<u64> {
+        self.line_version(table, branch).await
+    }
+
+    async fn schema_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Arc<Schema>> {
+        let t = self.table_at(table, branch, version).await?;
+        t.schema().await.map_err(|e| map_lancedb(e, table))
+    }
+
+    async fn create_line(
+        &self,
+        table: &str,
+        branch: &str,
+        from: Option<&str>,
+        version: u64,
+    ) -> Result<()> {
+        let ds = self.dataset(table).await?;
+        let mut ds = (*ds).clone();
+        let from = Ref::Version(from.map(str::to_string), Some(version));
+        ds.create_branch(branch, from, None)
+            .await
+            .with_context(|| format!("creating branch {branch:?} of {table:?} at v{version}"))?;
+        Ok(())
+    }
+
+    async fn drop_line(&self, table: &str, branch: &str) -> Result<()> {
+        let ds = self.dataset(table).await?;
+        let mut ds = (*ds).clone();
+        match ds.force_delete_branch(branch).await {
+            Ok(()) => {}
+            Err(e) if e.to_string().to_lowercase().contains("not found") => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("deleting branch {branch:?} of {table:?}")));
+            }
+        }
+        // The object store removes files, not directories: drop the empty
+        // directory tree the branch leaves on a local disk.
+        let uri = self.table_uri(table);
+        if !uri.contains("://") {
+            let dir = std::path::Path::new(&uri).join("tree").join(branch);
+            tokio::task::spawn_blocking(move || remove_empty_tree(&dir))
+                .await?
+                .with_context(|| format!("removing the directory of branch {branch:?}"))?;
+        }
+        Ok(())
+    }
+
+    async fn write_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        batches: Vec<RecordBatch>,
+        mode: WriteMode,
+    ) -> Result<Option<u64>> {
+        LanceDbBackend::write_line(self, table, branch, batches, mode).await
+    }
+
+    async fn merge_insert_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        on: &[&str],
+        batches: Vec<RecordBatch>,
+    ) -> Result<Option<u64>> {
+        LanceDbBackend::merge_insert_line(self, table, branch, on, batches).await
+    }
+
+    async fn delete_rows_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        filter: &str,
+    ) -> Result<u64> {
+        self.delete_line(table, branch, filter).await
+    }
+
+    async fn overwrite_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        batches: Vec<RecordBatch>,
+        schema: Arc<Schema>,
+    ) -> Result<u64> {
+        LanceDbBackend::overwrite_line(self, table, branch, batches, schema).await
+    }
+
+    async fn restore_line(&self, table: &str, branch: Option<&str>, version: u64) -> Result<u64> {
+        LanceDbBackend::restore_line(self, table, branch, version).await
+    }
+
+    async fn optimize_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        keep_from: Option<u64>,
+    ) -> Result<u64> {
+        LanceDbBackend::optimize_line(self, table, branch, keep_from).await
+    }
+
+    async fn count_rows_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+        filter: Option<&str>,
+    ) -> Result<usize> {
+        LanceDbBackend::count_rows_at(self, table, branch, version, filter).await
+    }
+
+    async fn full_text_search_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+        column: &str,
+        query: &str,
+        k: usize,
+        filter: FilterExpr,
+    ) -> Result<Vec<RecordBatch>> {
+        self.fts_at(table, branch, version, column, query, k, filter)
+            .await
+    }
+
+    async fn create_vector_index_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        column: &str,
+        name: &str,
+        params: VectorIndexParams,
+    ) -> Result<u64> {
+        LanceDbBackend::create_vector_index_line(self, table, branch, column, name, params).await
+    }
+
+    async fn create_fts_index_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        columns: &[&str],
+        name: Option<&str>,
+        with_positions: bool,
+    ) -> Result<u64> {
+        LanceDbBackend::create_fts_index_line(self, table, branch, columns, name, with_positions)
+            .await
+    }
+
+    async fn create_scalar_index_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        columns: &[&str],
+        index_type: ScalarIndexType,
+        name: Option<&str>,
+    ) -> Result<u64> {
+        LanceDbBackend::create_scalar_index_line(self, table, branch, columns, index_type, name)
+            .await
+    }
+
+    async fn drop_index_line(&self, table: &str, branch: Option<&str>, name: &str) -> Result<u64> {
+        LanceDbBackend::drop_index_line(self, table, branch, name).await
+    }
+
+    async fn list_indexes_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Vec<IndexInfo>> {
+        LanceDbBackend::list_indexes_at(self, table, branch, version).await
+    }
+}
+
+/// Remove `dir` if it holds only (nested) empty directories.
+fn remove_empty_tree(dir: &std::path::Path) -> std::io::Result<()> {
+    fn only_dirs(dir: &std::path::Path) -> std::io::Result<bool> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if !entry.file_type()?.is_dir() || !only_dirs(&entry.path())? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+    match only_dirs(dir) {
+        Ok(true) => std::fs::remove_dir_all(dir),
+        Ok(false) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
