@@ -34,6 +34,7 @@
 
 pub mod backend;
 pub mod branched;
+pub mod failpoints;
 pub mod lance;
 
 pub use backend::{

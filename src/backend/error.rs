@@ -110,6 +110,10 @@ pub enum Error {
         /// Why, and what to do instead.
         detail: String,
     },
+    /// An operation stopped at an armed fail point (tests only; see
+    /// [`crate::failpoints`]).
+    #[error("stopped at fail point {0} (simulated crash)")]
+    FailPoint(String),
     /// The view is a read-only snapshot.
     #[error("this view is a read-only snapshot of branch {0:?}")]
     ReadOnlyView(String),

@@ -384,7 +384,7 @@ impl Catalog {
             st.applied
         };
         if applied % CHECKPOINT_EVERY == 0 {
-            self.checkpoint_locked()?;
+            self.checkpoint_locked(&crate::failpoints::FailPoints::default())?;
         }
         Ok((lsn.0, rec))
     }
@@ -408,17 +408,18 @@ impl Catalog {
     ///
     /// # Errors
     /// The checkpoint cannot be written.
-    pub fn checkpoint(&self) -> Result<()> {
+    pub(crate) fn checkpoint_with(&self, fail: &crate::failpoints::FailPoints) -> Result<()> {
         let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        self.checkpoint_locked()
+        self.checkpoint_locked(fail)
     }
 
-    fn checkpoint_locked(&self) -> Result<()> {
+    fn checkpoint_locked(&self, fail: &crate::failpoints::FailPoints) -> Result<()> {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
         let state = self.read().clone();
         write_checkpoint(dir, &state)?;
+        fail.check("checkpoint::after_write_before_truncate")?;
         self.wal
             .truncate_before(Lsn(state.applied + 1))
             .context("truncating the catalog log")?;

@@ -13,6 +13,7 @@ use crate::branched::catalog::{BranchMeta, Catalog, CatalogState, Record, TableR
 pub(crate) struct Core {
     pub(crate) inner: Arc<dyn BranchLines>,
     pub(crate) catalog: Arc<Catalog>,
+    pub(crate) fail: Arc<crate::failpoints::FailPoints>,
     /// Per (branch, table): serializes every change of the table on the branch.
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per (branch, table): the user-visible write lock.
@@ -39,6 +40,7 @@ impl Core {
         Self {
             inner,
             catalog,
+            fail: Arc::new(crate::failpoints::FailPoints::default()),
             op_locks: Mutex::new(HashMap::new()),
             user_locks: Mutex::new(HashMap::new()),
         }
@@ -145,11 +147,14 @@ impl Core {
             from: from.clone(),
         })
         .await?;
+        self.fail.check("line::after_begin")?;
         // A line left by an earlier, unpublished attempt is replaced.
         self.inner.drop_line(table, line).await?;
+        self.fail.check("line::after_drop_old_before_create")?;
         self.inner
             .create_line(table, line, from.line.as_deref(), from.version)
             .await?;
+        self.fail.check("line::after_create_before_end")?;
         self.commit(Record::EndLine { op }).await?;
         self.inner.notify_table_created(table).await;
         Ok(())

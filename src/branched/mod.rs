@@ -12,8 +12,10 @@ mod contract;
 mod core;
 mod names;
 mod recovery;
+mod txn;
 mod view;
 
 pub use catalog::{CatalogState, Record, TableRef};
 pub use names::{MAIN, validate_branch_name, validate_tag_name};
+pub use txn::Transaction;
 pub use view::{BranchInfo, BranchedBackend, TagInfo};

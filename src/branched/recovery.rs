@@ -33,10 +33,12 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<()> {
         match rec {
             Record::BeginLine { table, line, .. } => {
                 drop_lines(core, &[(table, line)]).await?;
+                core.fail.check("recovery::after_drop_before_record")?;
                 core.commit(Record::Abort { op }).await?;
             }
             Record::BeginDelete { lines, .. } => {
                 drop_lines(core, &lines).await?;
+                core.fail.check("recovery::after_drop_before_record")?;
                 core.commit(Record::EndDelete { op }).await?;
             }
             _ => {}

@@ -307,9 +307,11 @@ impl BranchedBackend {
                 })
             })
             .await?;
+        self.core.fail.check("delete::after_begin")?;
         if let Record::BeginDelete { lines, .. } = rec {
             crate::branched::recovery::drop_lines(&self.core, &lines).await?;
         }
+        self.core.fail.check("delete::after_drop_before_end")?;
         self.core.commit(Record::EndDelete { op }).await?;
         Ok(())
     }
@@ -389,13 +391,24 @@ impl BranchedBackend {
         })
     }
 
+    /// Arm a fail point of this store (see [`crate::failpoints`]): the next
+    /// operation that reaches it stops there as if the process died.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown name.
+    #[cfg(feature = "failpoints")]
+    pub fn arm_failpoint(&self, name: &str) -> Result<()> {
+        self.core.fail.arm(name)
+    }
+
     /// Write a checkpoint of the catalog and truncate its log.
     ///
     /// # Errors
     /// The checkpoint cannot be written.
     pub async fn checkpoint(&self) -> Result<()> {
         let cat = self.core.catalog.clone();
-        tokio::task::spawn_blocking(move || cat.checkpoint()).await?
+        let fail = self.core.fail.clone();
+        tokio::task::spawn_blocking(move || cat.checkpoint_with(&fail)).await?
     }
 
     // ---- helpers for the contract ----
@@ -478,6 +491,7 @@ impl BranchedBackend {
             .own_line(&self.name, self.id, table, &current)
             .await?;
         if let Some(version) = f(self.core.inner.clone(), line.clone()).await? {
+            self.core.fail.check("write::after_commit_before_publish")?;
             self.core
                 .publish(&self.name, table, Some(TableRef { line, version }))
                 .await?;

@@ -474,3 +474,94 @@ async fn unpublished_lance_version_is_invisible_and_healed() {
         "healed: latest is published"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_publish_tables_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, main) = fresh(&dir).await;
+    main.create_table("a", vec![people(0..1)]).await.unwrap();
+    main.create_table("b", vec![people(0..1)]).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let m = main.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut i = 1i64;
+            while !stop.load(Ordering::SeqCst) || i < 6 {
+                m.transaction()
+                    .write("a", vec![people(i..i + 1)], WriteMode::Append)
+                    .write("b", vec![people(i..i + 1)], WriteMode::Append)
+                    .commit()
+                    .await
+                    .unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    let mut forks = 0;
+    for round in 0..6 {
+        let snap = main.snapshot().unwrap();
+        let (na, nb) = (
+            snap.count_rows("a", None).await.unwrap(),
+            snap.count_rows("b", None).await.unwrap(),
+        );
+        assert_eq!(
+            na, nb,
+            "a snapshot never sees one table changed without the other"
+        );
+        // A fork taken meanwhile sees both tables at one point, too.
+        let f = main.fork(&format!("f{round}")).await.unwrap();
+        let (fa, fb) = (
+            f.count_rows("a", None).await.unwrap(),
+            f.count_rows("b", None).await.unwrap(),
+        );
+        assert_eq!(fa, fb);
+        forks += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let n = writer.await.unwrap();
+    assert_eq!(forks, 6);
+    assert_eq!(main.count_rows("a", None).await.unwrap(), n as usize);
+    assert_eq!(main.count_rows("b", None).await.unwrap(), n as usize);
+
+    // A failing change publishes nothing.
+    let before = (
+        main.count_rows("a", None).await.unwrap(),
+        main.count_rows("b", None).await.unwrap(),
+    );
+    let e = main
+        .transaction()
+        .write("a", vec![people(900..901)], WriteMode::Append)
+        .write("b", vec![vectors(0..1)], WriteMode::Append)
+        .commit()
+        .await
+        .unwrap_err();
+    assert!(matches!(typed(&e), Error::SchemaMismatch { .. }), "{e:#}");
+    assert_eq!(main.count_rows("a", None).await.unwrap(), before.0);
+    assert_eq!(main.count_rows("b", None).await.unwrap(), before.1);
+    // And the next change of `a` does not resurrect the unpublished row.
+    main.write("a", vec![people(901..902)], WriteMode::Append)
+        .await
+        .unwrap();
+    assert_eq!(main.count_rows("a", Some("id = 900")).await.unwrap(), 0);
+    assert_eq!(main.count_rows("a", None).await.unwrap(), before.0 + 1);
+    // A transaction on a branch stays on the branch.
+    let br = main.fork("txn-branch").await.unwrap();
+    br.transaction()
+        .delete_rows("a", "true")
+        .replace("b", vec![people(5..6)], people_schema())
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(br.count_rows("a", None).await.unwrap(), 0);
+    assert_eq!(ids(&br, "b").await, vec![5]);
+    assert_eq!(main.count_rows("a", None).await.unwrap(), before.0 + 1);
+    let e = br
+        .transaction()
+        .write("missing", vec![people(0..1)], WriteMode::Append)
+        .commit()
+        .await
+        .unwrap_err();
+    assert!(matches!(typed(&e), Error::TableNotFound(_)), "{e:#}");
+}

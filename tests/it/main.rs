@@ -4,4 +4,5 @@
 #[macro_use]
 pub mod conformance;
 mod branched;
+mod crash;
 mod lance_backend;

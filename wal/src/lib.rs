@@ -46,6 +46,7 @@
 
 #![deny(missing_docs)]
 
+mod commit;
 mod error;
 mod format;
 mod options;

@@ -5,11 +5,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::commit::{GroupCommit, lock_error};
 use crate::error::{Error, Result, io_err};
 use crate::format::{
     Encoded, Kind, MAX_PAYLOAD, SEGMENT_HEADER_LEN, encode_segment_header, put_frame, segment_name,
@@ -25,13 +26,6 @@ struct Inner {
     /// Retained segments, oldest first; the last one is `active`.
     segments: Vec<SegmentRef>,
     next_lsn: u64,
-}
-
-struct SyncState {
-    /// Every record with an LSN below this is durable.
-    synced: u64,
-    /// A group-commit leader is syncing.
-    leader: bool,
 }
 
 /// A write-ahead log of records of type `R` (any `Serialize +
@@ -77,10 +71,11 @@ pub struct Wal<R> {
     storage: Arc<dyn Storage>,
     options: Options,
     inner: Mutex<Inner>,
-    sync: Mutex<SyncState>,
-    synced_cv: Condvar,
+    commit: GroupCommit,
     poison: OnceLock<String>,
     truncating: Mutex<()>,
+    /// Serializes segment syncs (see `sync_file`).
+    syncing: Mutex<()>,
     _records: PhantomData<fn(R) -> R>,
 }
 
@@ -91,12 +86,6 @@ impl<R> fmt::Debug for Wal<R> {
             .field("options", &self.options)
             .field("poisoned", &self.poison.get())
             .finish_non_exhaustive()
-    }
-}
-
-fn internal_lock_error() -> Error {
-    Error::Poisoned {
-        cause: "a thread panicked while holding the log's lock".into(),
     }
 }
 
@@ -284,13 +273,10 @@ impl<R: Serialize + DeserializeOwned> Wal<R> {
                 segments,
                 next_lsn,
             }),
-            sync: Mutex::new(SyncState {
-                synced: next_lsn,
-                leader: false,
-            }),
-            synced_cv: Condvar::new(),
+            commit: GroupCommit::new(next_lsn),
             poison: OnceLock::new(),
             truncating: Mutex::new(()),
+            syncing: Mutex::new(()),
             _records: PhantomData,
         };
         Ok((wal, Recovered { records, report }))
@@ -314,6 +300,7 @@ impl<R: Serialize + DeserializeOwned> Wal<R> {
     /// # Ok::<(), lancebranch_wal::Error>(())
     /// ```
     pub fn append(&self, record: &R) -> Result<Lsn> {
+        let _active = self.active_appender();
         let enc = encode(record)?;
         let range = self.write(std::slice::from_ref(&enc))?;
         self.wait_for_policy(range.end)?;
@@ -337,6 +324,7 @@ impl<R: Serialize + DeserializeOwned> Wal<R> {
             let next = self.next_lsn();
             return Ok(next..next);
         }
+        let _active = self.active_appender();
         let encoded = records.iter().map(encode).collect::<Result<Vec<_>>>()?;
         let range = self.write(&encoded)?;
         self.wait_for_policy(range.end)?;
@@ -346,11 +334,12 @@ impl<R: Serialize + DeserializeOwned> Wal<R> {
 
 impl<R> Wal<R> {
     fn lock_inner(&self) -> Result<MutexGuard<'_, Inner>> {
-        self.inner.lock().map_err(|_| internal_lock_error())
+        self.inner.lock().map_err(|_| lock_error())
     }
 
-    fn lock_sync(&self) -> Result<MutexGuard<'_, SyncState>> {
-        self.sync.lock().map_err(|_| internal_lock_error())
+    /// Counts the caller as a concurrent appender (for group commit).
+    fn active_appender(&self) -> Option<crate::commit::Active<'_>> {
+        (self.options.sync_policy() == SyncPolicy::Always).then(|| self.commit.enter())
     }
 
     fn check_poison(&self) -> Result<()> {
@@ -409,6 +398,18 @@ impl<R> Wal<R> {
         Ok(first..end)
     }
 
+    /// `sync_data` of a segment, serialized with every other segment sync
+    /// and refused once poisoned. After a failed sync Linux may report a
+    /// later sync of the same file as successful although the data of the
+    /// failed one was dropped; serializing and checking the poison under one
+    /// lock guarantees no sync "succeeds" after a failure.
+    fn sync_file(&self, file: &dyn StorageFile, name: &str) -> Result<()> {
+        let _serial = self.syncing.lock().map_err(|_| lock_error())?;
+        self.check_poison()?;
+        file.sync_data()
+            .map_err(|e| self.poison_with(io_err("sync_data", name, e)))
+    }
+
     /// Syncs the full active segment and starts a new one.
     fn rotate(&self, inner: &mut Inner) -> Result<()> {
         let old = inner
@@ -416,9 +417,7 @@ impl<R> Wal<R> {
             .last()
             .map(|s| s.name.clone())
             .unwrap_or_default();
-        if let Err(e) = inner.active.sync_data() {
-            return Err(self.poison_with(io_err("sync_data", &old, e)));
-        }
+        self.sync_file(&*inner.active, &old)?;
         let first = inner.next_lsn;
         let file = create_segment(&*self.storage, first).map_err(|e| self.poison_with(e))?;
         inner.active = file;
@@ -428,10 +427,7 @@ impl<R> Wal<R> {
             name: segment_name(first),
         });
         // Everything before the new segment is durable now.
-        if let Ok(mut st) = self.sync.lock() {
-            st.synced = st.synced.max(first);
-            self.synced_cv.notify_all();
-        }
+        self.commit.advance(first);
         Ok(())
     }
 
@@ -442,34 +438,11 @@ impl<R> Wal<R> {
         }
     }
 
-    /// Group commit: returns once every record below `end` is durable. The
-    /// first waiter to find no sync in progress becomes the leader and syncs
-    /// everything written so far; the others wait for it.
+    /// Returns once every record below `end` is durable (group commit, see
+    /// `commit.rs`).
     fn wait_durable(&self, end: u64) -> Result<()> {
-        let mut st = self.lock_sync()?;
-        loop {
-            if st.synced >= end {
-                return Ok(());
-            }
-            self.check_poison()?;
-            if st.leader {
-                st = self.synced_cv.wait(st).map_err(|_| internal_lock_error())?;
-                continue;
-            }
-            st.leader = true;
-            drop(st);
-            let result = self.sync_active();
-            let mut relock = self.sync.lock().map_err(|_| internal_lock_error());
-            if let Ok(state) = relock.as_mut() {
-                state.leader = false;
-                if let Ok(target) = result {
-                    state.synced = state.synced.max(target);
-                }
-            }
-            self.synced_cv.notify_all();
-            result?;
-            st = relock?;
-        }
+        self.commit
+            .wait(end, || self.check_poison(), || self.sync_active())
     }
 
     /// Syncs the active segment; returns the LSN below which all is durable.
@@ -483,8 +456,7 @@ impl<R> Wal<R> {
                 .unwrap_or_default();
             (Arc::clone(&inner.active), inner.next_lsn, name)
         };
-        file.sync_data()
-            .map_err(|e| self.poison_with(io_err("sync_data", &name, e)))?;
+        self.sync_file(&*file, &name)?;
         Ok(target)
     }
 
@@ -533,7 +505,7 @@ impl<R> Wal<R> {
     /// # Ok::<(), lancebranch_wal::Error>(())
     /// ```
     pub fn truncate_before(&self, lsn: Lsn) -> Result<usize> {
-        let _one_at_a_time = self.truncating.lock().map_err(|_| internal_lock_error())?;
+        let _one_at_a_time = self.truncating.lock().map_err(|_| lock_error())?;
         let doomed: Vec<String> = {
             let inner = self.lock_inner()?;
             let segs = &inner.segments;
@@ -594,7 +566,7 @@ impl<R> Wal<R> {
 
     /// Every record below this LSN is known to be durable.
     pub fn durable_lsn(&self) -> Lsn {
-        Lsn(self.sync.lock().map(|s| s.synced).unwrap_or(0))
+        Lsn(self.commit.synced())
     }
 
     /// Whether an earlier failure poisoned the log (see [`Error::Poisoned`]).

@@ -1,0 +1,258 @@
+//! Crash injection: every fail point of the branched store is cut, the
+//! process "dies" (every handle dropped), the store is reopened, and the
+//! cut operation must be entirely applied or entirely absent, every earlier
+//! acknowledged write present, and the store usable.
+
+use std::sync::Arc;
+
+use lancebranch::branched::BranchedBackend;
+use lancebranch::failpoints::ALL;
+use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
+
+use crate::conformance::data::*;
+
+async fn open(dir: &tempfile::TempDir) -> (Arc<LanceDbBackend>, BranchedBackend) {
+    let path = dir.path().to_str().unwrap().to_string();
+    let inner = Arc::new(LanceDbBackend::open(&path).await.unwrap());
+    let main = BranchedBackend::open(inner.clone()).await.unwrap();
+    (inner, main)
+}
+
+async fn ids(b: &BranchedBackend, t: &str) -> Vec<i64> {
+    ints(&b.scan(ScanRequest::table(t)).await.unwrap(), "id")
+}
+
+fn is_cut(e: &anyhow::Error) -> bool {
+    matches!(Error::of(e), Some(Error::FailPoint(_)))
+}
+
+/// Lance branches of `table` that exist on disk (directories under tree/).
+fn line_dirs(dir: &tempfile::TempDir, table: &str) -> Vec<String> {
+    std::fs::read_dir(dir.path().join(format!("{table}.lance")).join("tree"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn first_write_on_branch(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        main.arm_failpoint(point).unwrap();
+        let e = b
+            .write("p", vec![people(3..4)], WriteMode::Append)
+            .await
+            .unwrap_err();
+        assert!(is_cut(&e), "{point}: {e:#}");
+    }
+    let (inner, main) = open(&dir).await;
+    let b = main.branch("b").unwrap();
+    assert_eq!(
+        ids(&b, "p").await,
+        vec![0, 1, 2],
+        "{point}: cut write absent"
+    );
+    assert_eq!(ids(&main, "p").await, vec![0, 1, 2]);
+    assert!(
+        line_dirs(&dir, "p").is_empty(),
+        "{point}: no zombie Lance branch"
+    );
+    assert!(
+        inner
+            .dataset("p")
+            .await
+            .unwrap()
+            .list_branches()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.write("p", vec![people(5..6)], WriteMode::Append)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&b, "p").await,
+        vec![0, 1, 2, 5],
+        "{point}: usable after recovery"
+    );
+}
+
+async fn write_before_publish(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        b.write("p", vec![people(10..11)], WriteMode::Append)
+            .await
+            .unwrap();
+        main.arm_failpoint(point).unwrap();
+        let e = main
+            .write("p", vec![people(3..4)], WriteMode::Append)
+            .await
+            .unwrap_err();
+        assert!(is_cut(&e), "{e:#}");
+        main.arm_failpoint(point).unwrap();
+        let e = b.delete_rows("p", "id = 0").await.unwrap_err();
+        assert!(is_cut(&e), "{e:#}");
+    }
+    let (_, main) = open(&dir).await;
+    let b = main.branch("b").unwrap();
+    assert_eq!(ids(&main, "p").await, vec![0, 1, 2]);
+    assert_eq!(ids(&b, "p").await, vec![0, 1, 2, 10]);
+    main.write("p", vec![people(5..6)], WriteMode::Append)
+        .await
+        .unwrap();
+    b.write("p", vec![people(6..7)], WriteMode::Append)
+        .await
+        .unwrap();
+    assert_eq!(ids(&main, "p").await, vec![0, 1, 2, 5]);
+    assert_eq!(ids(&b, "p").await, vec![0, 1, 2, 6, 10]);
+}
+
+async fn txn_before_publish(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("a", vec![people(0..2)]).await.unwrap();
+        main.create_table("b", vec![people(0..2)]).await.unwrap();
+        main.arm_failpoint(point).unwrap();
+        let e = main
+            .transaction()
+            .write("a", vec![people(2..3)], WriteMode::Append)
+            .delete_rows("b", "id = 0")
+            .commit()
+            .await
+            .unwrap_err();
+        assert!(is_cut(&e), "{e:#}");
+    }
+    let (_, main) = open(&dir).await;
+    assert_eq!(ids(&main, "a").await, vec![0, 1]);
+    assert_eq!(ids(&main, "b").await, vec![0, 1]);
+    main.transaction()
+        .write("a", vec![people(7..8)], WriteMode::Append)
+        .write("b", vec![people(7..8)], WriteMode::Append)
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(ids(&main, "a").await, vec![0, 1, 7]);
+    assert_eq!(ids(&main, "b").await, vec![0, 1, 7]);
+}
+
+async fn delete_branch_cut(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        b.write("p", vec![people(3..4)], WriteMode::Append)
+            .await
+            .unwrap();
+        main.arm_failpoint(point).unwrap();
+        let e = main.delete_branch("b", false).await.unwrap_err();
+        assert!(is_cut(&e), "{e:#}");
+        // Gone from view at once, whatever happens next.
+        assert!(main.branch("b").is_err());
+    }
+    let (_, main) = open(&dir).await;
+    assert!(main.branch("b").is_err(), "{point}: the delete completes");
+    assert!(
+        line_dirs(&dir, "p").is_empty(),
+        "{point}: Lance branch removed"
+    );
+    assert_eq!(ids(&main, "p").await, vec![0, 1, 2]);
+    let b = main.fork("b").await.unwrap();
+    b.write("p", vec![people(9..10)], WriteMode::Append)
+        .await
+        .unwrap();
+    assert_eq!(ids(&b, "p").await, vec![0, 1, 2, 9]);
+}
+
+async fn crash_inside_recovery(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        main.arm_failpoint("line::after_create_before_end").unwrap();
+        assert!(is_cut(
+            &b.write("p", vec![people(3..4)], WriteMode::Append)
+                .await
+                .unwrap_err()
+        ));
+        // Recovery itself is cut after removing the line, before logging.
+        main.arm_failpoint(point).unwrap();
+        let e = main.recover_staging("p").await.unwrap_err();
+        assert!(is_cut(&e), "{e:#}");
+    }
+    // Recovering again converges.
+    let (_, main) = open(&dir).await;
+    let b = main.branch("b").unwrap();
+    assert_eq!(ids(&b, "p").await, vec![0, 1, 2]);
+    assert!(line_dirs(&dir, "p").is_empty());
+    b.write("p", vec![people(4..5)], WriteMode::Append)
+        .await
+        .unwrap();
+    assert_eq!(ids(&b, "p").await, vec![0, 1, 2, 4]);
+    // And a third open is a no-op.
+    drop((main, b));
+    let (_, main) = open(&dir).await;
+    assert_eq!(ids(&main.branch("b").unwrap(), "p").await, vec![0, 1, 2, 4]);
+}
+
+async fn checkpoint_cut(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        b.write("p", vec![people(3..4)], WriteMode::Append)
+            .await
+            .unwrap();
+        b.tag("t").await.unwrap();
+        main.arm_failpoint(point).unwrap();
+        assert!(is_cut(&main.checkpoint().await.unwrap_err()));
+    }
+    let (_, main) = open(&dir).await;
+    assert_eq!(ids(&main.branch("b").unwrap(), "p").await, vec![0, 1, 2, 3]);
+    assert_eq!(main.list_tags().len(), 1);
+    main.checkpoint().await.unwrap();
+    let c = main.fork("c").await.unwrap();
+    drop((main, c));
+    let (_, main) = open(&dir).await;
+    let names: Vec<String> = main.list_branches().into_iter().map(|b| b.name).collect();
+    assert_eq!(names, vec!["main", "b", "c"]);
+}
+
+/// Every fail point the library lists is cut by a scenario here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fail_point_recovers() {
+    for point in ALL {
+        match *point {
+            "line::after_begin"
+            | "line::after_drop_old_before_create"
+            | "line::after_create_before_end" => first_write_on_branch(point).await,
+            "write::after_commit_before_publish" => write_before_publish(point).await,
+            "txn::after_apply_before_publish" => txn_before_publish(point).await,
+            "delete::after_begin" | "delete::after_drop_before_end" => {
+                delete_branch_cut(point).await
+            }
+            "recovery::after_drop_before_record" => crash_inside_recovery(point).await,
+            "checkpoint::after_write_before_truncate" => checkpoint_cut(point).await,
+            other => panic!("fail point {other} has no crash scenario"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fail_point_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, main) = open(&dir).await;
+    let e = main.arm_failpoint("nope::nowhere").unwrap_err();
+    assert!(matches!(Error::of(&e), Some(Error::InvalidArgument(_))));
+}
