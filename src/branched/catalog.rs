@@ -291,6 +291,18 @@ impl CatalogState {
         }
     }
 
+    /// Lance lines that exist or may exist: created ones and those whose
+    /// creation began and has not ended.
+    pub fn known_lines(&self) -> BTreeSet<(String, String)> {
+        let mut all = self.lines.clone();
+        for rec in self.pending.values() {
+            if let Record::BeginLine { table, line, .. } = rec {
+                all.insert((table.clone(), line.clone()));
+            }
+        }
+        all
+    }
+
     /// The lowest version of `line` of `table` that any branch, fork point
     /// or tag still reads; `None` if nothing pins the line.
     pub fn lowest_pinned(&self, table: &str, line: Option<&str>) -> Option<u64> {
@@ -316,6 +328,8 @@ pub struct Catalog {
     wal: Wal<Record>,
     /// Serializes appends so the log order is the apply order.
     commit: Mutex<()>,
+    /// The LSN covered by the last checkpoint.
+    last_checkpoint: std::sync::atomic::AtomicU64,
     dir: Option<PathBuf>,
 }
 
@@ -355,10 +369,12 @@ impl Catalog {
                 state.apply(lsn.0, r);
             }
         }
+        let last = state.applied;
         Ok(Arc::new(Self {
             state: RwLock::new(state),
             wal,
             commit: Mutex::new(()),
+            last_checkpoint: std::sync::atomic::AtomicU64::new(last),
             dir: dir.map(Path::to_path_buf),
         }))
     }
@@ -368,25 +384,46 @@ impl Catalog {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Durably log `rec` (after `check` passes on the current state, under
-    /// the commit lock), then apply it. Blocking: call from a blocking
-    /// context or accept the sync wait.
+    /// Durably log the records `check` returns (after it passes on the
+    /// current state, under the commit lock) as one atomic batch, then
+    /// apply them. Blocking: call it from a blocking context.
+    pub fn commit_batch(
+        &self,
+        check: impl FnOnce(&CatalogState) -> Result<Vec<Record>>,
+    ) -> Result<Vec<Record>> {
+        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let recs = check(&self.read())?;
+        if recs.is_empty() {
+            return Ok(recs);
+        }
+        let lsns = self
+            .wal
+            .append_batch(&recs)
+            .context("logging catalog records")?;
+        let applied = {
+            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+            for (lsn, rec) in (lsns.start.0..).zip(&recs) {
+                st.apply(lsn, rec);
+            }
+            st.applied
+        };
+        let last = self
+            .last_checkpoint
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if applied.saturating_sub(last) >= CHECKPOINT_EVERY {
+            self.checkpoint_locked(&crate::failpoints::FailPoints::default())?;
+        }
+        Ok(recs)
+    }
+
+    /// Durably log the record `check` returns and apply it.
     pub fn commit_if(
         &self,
         check: impl FnOnce(&CatalogState) -> Result<Record>,
     ) -> Result<(u64, Record)> {
-        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        let rec = check(&self.read())?;
-        let lsn = self.wal.append(&rec).context("logging a catalog record")?;
-        let applied = {
-            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-            st.apply(lsn.0, &rec);
-            st.applied
-        };
-        if applied % CHECKPOINT_EVERY == 0 {
-            self.checkpoint_locked(&crate::failpoints::FailPoints::default())?;
-        }
-        Ok((lsn.0, rec))
+        let mut recs = self.commit_batch(|st| check(st).map(|r| vec![r]))?;
+        let rec = recs.pop().context("no record logged")?;
+        Ok((self.read().applied, rec))
     }
 
     /// Durably log `rec` and apply it.
@@ -419,6 +456,8 @@ impl Catalog {
         };
         let state = self.read().clone();
         write_checkpoint(dir, &state)?;
+        self.last_checkpoint
+            .store(state.applied, std::sync::atomic::Ordering::Relaxed);
         fail.check("checkpoint::after_write_before_truncate")?;
         self.wal
             .truncate_before(Lsn(state.applied + 1))

@@ -90,7 +90,7 @@ impl BranchedBackend {
                 line: current.line.clone(),
                 version: target,
             };
-            self.core.make_line(table, &line, from).await?;
+            self.core.make_line(&self.name, table, &line, from).await?;
             TableRef {
                 line: Some(line),
                 version: target,

@@ -18,6 +18,9 @@ pub(crate) struct Core {
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per (branch, table): the user-visible write lock.
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per (branch, table): a created line whose `EndLine` is logged with
+    /// the next publish of the table (saving one log sync).
+    pending_ends: Mutex<HashMap<String, u64>>,
 }
 
 fn key(branch: &str, table: &str) -> String {
@@ -43,6 +46,7 @@ impl Core {
             fail: Arc::new(crate::failpoints::FailPoints::default()),
             op_locks: Mutex::new(HashMap::new()),
             user_locks: Mutex::new(HashMap::new()),
+            pending_ends: Mutex::new(HashMap::new()),
         }
     }
 
@@ -85,12 +89,32 @@ impl Core {
         table: &str,
         r: Option<TableRef>,
     ) -> Result<()> {
-        self.commit(Record::Publish {
+        self.publish_many(branch, vec![(table.to_string(), r)])
+            .await
+    }
+
+    /// Publish new refs of several tables of a branch in one record, with
+    /// the `EndLine` records of lines created for them.
+    pub(crate) async fn publish_many(
+        &self,
+        branch: &str,
+        tables: Vec<(String, Option<TableRef>)>,
+    ) -> Result<()> {
+        let ends: Vec<u64> = {
+            let mut pe = self.pending_ends.lock().unwrap_or_else(|p| p.into_inner());
+            tables
+                .iter()
+                .filter_map(|(t, _)| pe.remove(&key(branch, t)))
+                .collect()
+        };
+        let mut recs: Vec<Record> = ends.into_iter().map(|op| Record::EndLine { op }).collect();
+        recs.push(Record::Publish {
             branch: branch.to_string(),
-            tables: vec![(table.to_string(), r)],
-        })
-        .await
-        .map(|_| ())
+            tables,
+        });
+        let cat = self.catalog.clone();
+        tokio::task::spawn_blocking(move || cat.commit_batch(|_| Ok(recs))).await??;
+        Ok(())
     }
 
     /// Make sure `branch` (of id `id`) has its own line for `table`, whose
@@ -133,29 +157,62 @@ impl Core {
             // Main reads another line: not a state this catalog produces.
             anyhow::bail!("main reads table {table:?} from a branch line; run fsck");
         };
-        self.make_line(table, &line, current.clone()).await?;
+        self.make_line(branch, table, &line, current.clone())
+            .await?;
         Ok((Some(line), current.version))
     }
 
-    /// (Re)create Lance line `line` of `table` starting at `from`, logged.
-    pub(crate) async fn make_line(&self, table: &str, line: &str, from: TableRef) -> Result<()> {
+    /// (Re)create Lance line `line` of `table` (for `branch`) starting at
+    /// `from`. `BeginLine` is logged (synced) first; its `EndLine` goes out
+    /// with the table's next publish. An earlier unfinished creation of the
+    /// same line is aborted in the same log write.
+    pub(crate) async fn make_line(
+        &self,
+        branch: &str,
+        table: &str,
+        line: &str,
+        from: TableRef,
+    ) -> Result<()> {
         let op = self.catalog.fresh_id();
-        self.commit(Record::BeginLine {
-            op,
-            table: table.to_string(),
-            line: line.to_string(),
-            from: from.clone(),
+        let (t, l, f) = (table.to_string(), line.to_string(), from.clone());
+        let cat = self.catalog.clone();
+        let existed = tokio::task::spawn_blocking(move || {
+            let mut existed = false;
+            cat.commit_batch(|st| {
+                existed = st.known_lines().contains(&(t.clone(), l.clone()));
+                let mut recs: Vec<Record> = st
+                    .pending
+                    .iter()
+                    .filter(|(_, r)| {
+                        matches!(r, Record::BeginLine { table, line, .. } if *table == t && *line == l)
+                    })
+                    .map(|(op, _)| Record::Abort { op: *op })
+                    .collect();
+                recs.push(Record::BeginLine {
+                    op,
+                    table: t,
+                    line: l,
+                    from: f,
+                });
+                Ok(recs)
+            })
+            .map(|_| existed)
         })
-        .await?;
+        .await??;
         self.fail.check("line::after_begin")?;
-        // A line left by an earlier, unpublished attempt is replaced.
-        self.inner.drop_line(table, line).await?;
+        if existed {
+            // A line left by an earlier, unpublished attempt is replaced.
+            self.inner.drop_line(table, line).await?;
+        }
         self.fail.check("line::after_drop_old_before_create")?;
         self.inner
             .create_line(table, line, from.line.as_deref(), from.version)
             .await?;
         self.fail.check("line::after_create_before_end")?;
-        self.commit(Record::EndLine { op }).await?;
+        self.pending_ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key(branch, table), op);
         self.inner.notify_table_created(table).await;
         Ok(())
     }

@@ -7,7 +7,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::backend::{WriteMode, validate_table_name};
-use crate::branched::catalog::{Record, TableRef};
+use crate::branched::catalog::TableRef;
 use crate::branched::view::BranchedBackend;
 
 enum Op {
@@ -147,12 +147,7 @@ impl Transaction {
             .collect();
         view.core.fail.check("txn::after_apply_before_publish")?;
         if !tables.is_empty() {
-            view.core
-                .commit(Record::Publish {
-                    branch: view.name.clone(),
-                    tables,
-                })
-                .await?;
+            view.core.publish_many(&view.name, tables).await?;
         }
         drop(guards);
         Ok(())

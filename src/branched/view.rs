@@ -558,7 +558,7 @@ impl BranchedBackend {
                 line: None,
                 version: inner.latest_version(table, None).await?,
             };
-            self.core.make_line(table, line, from).await?;
+            self.core.make_line(&self.name, table, line, from).await?;
         }
         let version = inner
             .overwrite_line(table, own.as_deref(), batches, schema)

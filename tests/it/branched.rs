@@ -565,3 +565,28 @@ async fn transactions_publish_tables_together() {
         .unwrap_err();
     assert!(matches!(typed(&e), Error::TableNotFound(_)), "{e:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_first_write_then_success_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = fresh(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        // The line is created, then the write is refused: nothing published.
+        let e = b
+            .write("p", vec![vectors(0..1)], WriteMode::Append)
+            .await
+            .unwrap_err();
+        assert!(matches!(typed(&e), Error::SchemaMismatch { .. }), "{e:#}");
+        assert_eq!(ids(&b, "p").await, vec![0, 1, 2]);
+        b.write("p", vec![people(3..4)], WriteMode::Append)
+            .await
+            .unwrap();
+        let e = b.delete_rows("p", "nope = 1").await.unwrap_err();
+        assert!(matches!(typed(&e), Error::InvalidFilter { .. }), "{e:#}");
+    }
+    // Recovery must not remove the line the acknowledged write lives on.
+    let (_, main) = fresh(&dir).await;
+    assert_eq!(ids(&main.branch("b").unwrap(), "p").await, vec![0, 1, 2, 3]);
+}

@@ -84,6 +84,90 @@ fn appenders(wal: &Wal<Record>, writers: u64, iters: u64) -> Duration {
     start.elapsed()
 }
 
+/// Prints the rates and the two ratios.
+fn report(rate: &dyn Fn(&str) -> Option<f64>) {
+    for (key, label) in [
+        ("a", "(a) raw write+fdatasync"),
+        ("b", "(b) append, Sync::Always"),
+        ("c1", "(c) group commit, 1 writer"),
+        ("c2", "(c) group commit, 2 writers"),
+        ("c4", "(c) group commit, 4 writers"),
+        ("c8", "(c) group commit, 8 writers"),
+        ("d", "(d) append, Sync::Never"),
+    ] {
+        match rate(key) {
+            Some(r) => println!("  {label:<30} {r:>12.0} records/s"),
+            None => println!("  {label:<30} {:>12} (not run)", "-"),
+        }
+    }
+    let ratio = |x: &str, y: &str| match (rate(x), rate(y)) {
+        (Some(x), Some(y)) => format!("{:.2}", x / y),
+        _ => "n/a".to_string(),
+    };
+    println!("  b/a   = {}  (target >= 0.8)", ratio("b", "a"));
+    println!("  c8/c1 = {}  (target >= 4)", ratio("c8", "c1"));
+}
+
+/// Appends from `writers` threads for `slice`; returns (records, wall time).
+fn run_for(wal: &Wal<Record>, writers: usize, slice: Duration) -> (u64, Duration) {
+    let rec = record();
+    let start = Instant::now();
+    let deadline = start + slice;
+    let total: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|_| {
+                let rec = &rec;
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        wal.append(rec).expect("append");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    (total, start.elapsed())
+}
+
+/// Runs the cases in short alternating slices, so that drift in the disk's
+/// flush latency affects them alike.
+fn interleaved(frame_len: usize, rounds: u32) -> BTreeMap<String, (u64, Duration)> {
+    let slice = Duration::from_millis(300);
+    let mut out: BTreeMap<String, (u64, Duration)> = BTreeMap::new();
+    let mut add = |k: &str, (n, d): (u64, Duration)| {
+        let e = out.entry(k.to_string()).or_default();
+        e.0 += n;
+        e.1 += d;
+    };
+    let mut raw = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(fresh_dir("iraw").join("raw.log"))
+        .expect("open raw file");
+    let frame = vec![0x5au8; frame_len];
+    let synced = open("isync", SyncPolicy::Always);
+    let unsynced = open("inosync", SyncPolicy::Never);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < slice {
+            raw.write_all(&frame).expect("write");
+            raw.sync_data().expect("fdatasync");
+            n += 1;
+        }
+        add("a", (n, start.elapsed()));
+        add("b", run_for(&synced, 1, slice));
+        for w in [1, 2, 4, 8] {
+            add(&format!("c{w}"), run_for(&synced, w, slice));
+        }
+        add("d", run_for(&unsynced, 1, slice));
+    }
+    out
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let frame_len = FRAME_HEADER_LEN + postcard::to_allocvec(&record()).expect("encode").len();
@@ -168,25 +252,22 @@ fn main() {
         "record: {PAYLOAD} B payload, {frame_len} B frame; dir {}",
         bench_root().display()
     );
-    for (key, label) in [
-        ("a", "(a) raw write+fdatasync"),
-        ("b", "(b) append, Sync::Always"),
-        ("c1", "(c) group commit, 1 writer"),
-        ("c2", "(c) group commit, 2 writers"),
-        ("c4", "(c) group commit, 4 writers"),
-        ("c8", "(c) group commit, 8 writers"),
-        ("d", "(d) append, Sync::Never"),
-    ] {
-        match rate(key) {
-            Some(r) => println!("{label:<32} {r:>12.0} records/s"),
-            None => println!("{label:<32} {:>12} (not run)", "-"),
-        }
+    println!("criterion runs (each benchmark in turn):");
+    report(&rate);
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--test" || a == "--list") {
+        let rounds = std::env::var("WAL_BENCH_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(6);
+        let inter = interleaved(frame_len, rounds);
+        println!("interleaved: {rounds} rounds of 300 ms per case, a b c1 c2 c4 c8 d in turn");
+        println!("(less sensitive to a disk whose flush latency drifts):");
+        report(&|k| {
+            inter
+                .get(k)
+                .map(|(n, d)| *n as f64 / d.as_secs_f64().max(1e-9))
+        });
     }
-    let ratio = |x: &str, y: &str| match (rate(x), rate(y)) {
-        (Some(x), Some(y)) => format!("{:.2}", x / y),
-        _ => "n/a".to_string(),
-    };
-    println!("b/a   = {}  (target >= 0.8)", ratio("b", "a"));
-    println!("c8/c1 = {}  (target >= 4)", ratio("c8", "c1"));
     let _ = fs::remove_dir_all(bench_root());
 }

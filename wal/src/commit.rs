@@ -123,7 +123,7 @@ impl GroupCommit {
     ) -> Result<()> {
         let mut st = self.lock()?;
         st.ends.push(end);
-        if st.gathering {
+        if st.gathering && st.uncovered() >= st.hint {
             self.arrived_cv.notify_all();
         }
         loop {
@@ -169,7 +169,8 @@ impl GroupCommit {
         if st.hint <= 1 {
             return Ok(st);
         }
-        let deadline = Instant::now() + (st.sync_time / 2).min(MAX_GATHER);
+        let div: u32 = std::env::var("WAL_GATHER_DIV").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+        let deadline = Instant::now() + (st.sync_time / div).min(MAX_GATHER);
         st.gathering = true;
         while st.uncovered() < st.hint {
             let now = Instant::now();
