@@ -20,6 +20,8 @@ pub const ALL: &[&str] = &[
     "delete::after_drop_before_end",
     "recovery::after_drop_before_record",
     "checkpoint::after_write_before_truncate",
+    "merge::after_begin",
+    "merge::after_apply_before_publish",
 ];
 
 /// The armed fail points of one store.

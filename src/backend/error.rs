@@ -114,6 +114,18 @@ pub enum Error {
     /// [`crate::failpoints`]).
     #[error("stopped at fail point {0} (simulated crash)")]
     FailPoint(String),
+    /// A merge or diff needs a primary key for this table: declare one in
+    /// the schema metadata (`lancebranch.primary_key`) or pass it in
+    /// `MergeOptions::key`.
+    #[error(
+        "table {0:?} has no primary key to match rows by; set one with MergeOptions::key or schema metadata \"lancebranch.primary_key\""
+    )]
+    MissingMergeKey(String),
+    /// No common base to merge or diff the two branches from.
+    #[error(
+        "branches {0:?} and {1:?} have no merge base (merge a parent and child, siblings, or branches merged before)"
+    )]
+    NoMergeBase(String, String),
     /// The view is a read-only snapshot.
     #[error("this view is a read-only snapshot of branch {0:?}")]
     ReadOnlyView(String),

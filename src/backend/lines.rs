@@ -16,6 +16,20 @@ use crate::backend::filter::FilterExpr;
 use crate::backend::traits::StorageBackend;
 use crate::backend::types::{IndexInfo, ScalarIndexType, VectorIndexParams, WriteMode};
 
+/// Row-level changes of a line between two of its versions.
+///
+/// Batches carry every table column plus `_rowid` (stable row ids, so a
+/// row keeps its id across updates on one line).
+#[derive(Debug, Clone, Default)]
+pub struct RowChanges {
+    /// Rows created after the begin version.
+    pub inserted: Vec<RecordBatch>,
+    /// Rows that existed at the begin version and were changed since.
+    pub updated: Vec<RecordBatch>,
+    /// Ids of rows live at the begin version and gone at the end version.
+    pub deleted: Vec<u64>,
+}
+
 /// Line-level primitives of a store with Lance-style branches per table.
 ///
 /// Reads of a line at a version go through [`StorageBackend::scan`] with
@@ -162,6 +176,36 @@ pub trait BranchLines: StorageBackend {
 
     /// Drop an index on a line; the new version.
     async fn drop_index_line(&self, table: &str, branch: Option<&str>, name: &str) -> Result<u64>;
+
+    /// The row changes of a line from `begin` (exclusive) to `end`
+    /// (inclusive); both versions must be on the line (a Lance branch's
+    /// first version is the one it was created from).
+    async fn row_changes(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        begin: u64,
+        end: u64,
+    ) -> Result<RowChanges>;
+
+    /// The rows with the given stable row ids of a line at a version, with
+    /// every column plus `_rowid`.
+    async fn take_rows_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: u64,
+        row_ids: &[u64],
+    ) -> Result<Vec<RecordBatch>>;
+
+    /// Add the (nullable) fields of `fields` to a line as all-null columns;
+    /// the new version.
+    async fn add_null_columns_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        fields: Arc<Schema>,
+    ) -> Result<u64>;
 
     /// The indexes of a line at a version.
     async fn list_indexes_at(

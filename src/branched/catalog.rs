@@ -148,6 +148,42 @@ pub enum Record {
         /// Operation id.
         op: u64,
     },
+    /// A merge of `source` into `target` began.
+    BeginMerge {
+        /// Operation id.
+        op: u64,
+        /// The branch merged into.
+        target: String,
+        /// The branch merged from.
+        source: String,
+    },
+    /// The bases of the next merge between `target` and `source`: what
+    /// each side saw right after this merge.
+    MergeBase {
+        /// The branch merged into.
+        target: String,
+        /// The branch merged from.
+        source: String,
+        /// The target's tables after the merge.
+        target_tables: BTreeMap<String, TableRef>,
+        /// The source's tables at the merge.
+        source_tables: BTreeMap<String, TableRef>,
+    },
+    /// The merge `op` is published (in the same log write as its publish).
+    EndMerge {
+        /// Operation id.
+        op: u64,
+    },
+}
+
+/// Merge bases of one (target, source) pair: each side's tables as of
+/// their last merge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeBases {
+    /// The target's tables right after the last merge.
+    pub target: BTreeMap<String, TableRef>,
+    /// The source's tables at the last merge.
+    pub source: BTreeMap<String, TableRef>,
 }
 
 /// The whole catalog.
@@ -163,6 +199,10 @@ pub struct CatalogState {
     pub pending: BTreeMap<u64, Record>,
     /// The next branch / operation id.
     pub next_id: u64,
+    /// Where each known line started, `(table, line)` → ref.
+    pub line_origin: BTreeMap<(String, String), TableRef>,
+    /// Merge bases by `(target, source)`, for repeated merges.
+    pub merge_bases: BTreeMap<(String, String), MergeBases>,
     /// The LSN of the last record applied.
     pub applied: u64,
 }
@@ -186,6 +226,8 @@ impl Default for CatalogState {
             lines: BTreeSet::new(),
             pending: BTreeMap::new(),
             next_id: 1,
+            line_origin: BTreeMap::new(),
+            merge_bases: BTreeMap::new(),
             applied: 0,
         }
     }
@@ -246,7 +288,11 @@ impl CatalogState {
                 self.next_id = self.next_id.max(op + 1);
             }
             Record::EndLine { op } => {
-                if let Some(Record::BeginLine { table, line, .. }) = self.pending.remove(op) {
+                if let Some(Record::BeginLine {
+                    table, line, from, ..
+                }) = self.pending.remove(op)
+                {
+                    self.line_origin.insert((table.clone(), line.clone()), from);
                     self.lines.insert((table, line));
                 }
             }
@@ -258,6 +304,8 @@ impl CatalogState {
                 for b in branches {
                     self.branches.remove(b);
                 }
+                self.merge_bases
+                    .retain(|(t, s), _| !branches.contains(t) && !branches.contains(s));
                 let _ = lines;
                 self.pending.insert(*op, rec.clone());
                 self.next_id = self.next_id.max(op + 1);
@@ -265,6 +313,7 @@ impl CatalogState {
             Record::EndDelete { op } => {
                 if let Some(Record::BeginDelete { lines, .. }) = self.pending.remove(op) {
                     for l in lines {
+                        self.line_origin.remove(&l);
                         self.lines.remove(&l);
                     }
                 }
@@ -285,8 +334,39 @@ impl CatalogState {
             }
             Record::Abort { op } => {
                 if let Some(Record::BeginLine { table, line, .. }) = self.pending.remove(op) {
+                    self.line_origin.remove(&(table.clone(), line.clone()));
                     self.lines.remove(&(table, line));
                 }
+            }
+            Record::BeginMerge { op, .. } => {
+                self.pending.insert(*op, rec.clone());
+                self.next_id = self.next_id.max(op + 1);
+            }
+            Record::MergeBase {
+                target,
+                source,
+                target_tables,
+                source_tables,
+            } => {
+                self.merge_bases.insert(
+                    (target.clone(), source.clone()),
+                    MergeBases {
+                        target: target_tables.clone(),
+                        source: source_tables.clone(),
+                    },
+                );
+                // Merging the other way next: the common ancestor is what
+                // the source was at this merge, for both sides.
+                self.merge_bases.insert(
+                    (source.clone(), target.clone()),
+                    MergeBases {
+                        target: source_tables.clone(),
+                        source: source_tables.clone(),
+                    },
+                );
+            }
+            Record::EndMerge { op } => {
+                self.pending.remove(op);
             }
         }
     }

@@ -100,6 +100,16 @@ impl Core {
         branch: &str,
         tables: Vec<(String, Option<TableRef>)>,
     ) -> Result<()> {
+        self.publish_with(branch, tables, vec![]).await
+    }
+
+    /// [`Core::publish_many`] plus `extra` records, in one log write.
+    pub(crate) async fn publish_with(
+        &self,
+        branch: &str,
+        tables: Vec<(String, Option<TableRef>)>,
+        extra: Vec<Record>,
+    ) -> Result<()> {
         let ends: Vec<u64> = {
             let mut pe = self.pending_ends.lock().unwrap_or_else(|p| p.into_inner());
             tables
@@ -112,6 +122,7 @@ impl Core {
             branch: branch.to_string(),
             tables,
         });
+        recs.extend(extra);
         let cat = self.catalog.clone();
         tokio::task::spawn_blocking(move || cat.commit_batch(|_| Ok(recs))).await??;
         Ok(())

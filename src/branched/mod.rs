@@ -10,12 +10,20 @@
 mod catalog;
 mod contract;
 mod core;
+mod diff;
+mod merge;
 mod names;
 mod recovery;
+mod report;
 mod txn;
 mod view;
 
 pub use catalog::{CatalogState, Record, TableRef};
+pub use diff::{PRIMARY_KEY_METADATA, TableChange, TableDiff};
+pub use merge::{
+    Conflict, ConflictKind, ConflictPolicy, MergeOptions, MergeOutcome, MergeReport,
+    TableMergeStats,
+};
 pub use names::{MAIN, validate_branch_name, validate_tag_name};
 pub use txn::Transaction;
 pub use view::{BranchInfo, BranchedBackend, TagInfo};

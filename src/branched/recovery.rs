@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | line creation (first write on a branch) | `BeginLine` … `EndLine` | remove the Lance branch, whole or "zombie"; log `Abort` |
 //! | branch deletion | `BeginDelete` … `EndDelete` | remove the remaining Lance branches; log `EndDelete` |
+//! | merge | `BeginMerge` … the publish (which carries `EndMerge`) | log `Abort`: the merge never happened |
 //! | a write | Lance commit … `Publish` | nothing at open: the version is invisible (reads use the published one) and the next change of the table restores the published version first (see [`BranchedBackend::recover_staging`](crate::StorageBackend::recover_staging)) |
 //!
 //! Each recovery step is idempotent, so a crash during recovery is handled
@@ -40,6 +41,12 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<()> {
                 drop_lines(core, &lines).await?;
                 core.fail.check("recovery::after_drop_before_record")?;
                 core.commit(Record::EndDelete { op }).await?;
+            }
+            Record::BeginMerge { .. } => {
+                // Nothing of the merge was published: undo it. Its Lance
+                // versions are unpublished and restored away before the
+                // tables' next change.
+                core.commit(Record::Abort { op }).await?;
             }
             _ => {}
         }

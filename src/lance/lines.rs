@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use lance::dataset::refs::Ref;
 
 use crate::backend::{
-    BranchLines, FilterExpr, IndexInfo, ScalarIndexType, VectorIndexParams, WriteMode,
+    BranchLines, FilterExpr, IndexInfo, RowChanges, ScalarIndexType, VectorIndexParams, WriteMode,
 };
 use crate::lance::backend::{LanceDbBackend, map_lancedb};
 
@@ -183,6 +183,116 @@ impl BranchLines for LanceDbBackend {
 
     async fn drop_index_line(&self, table: &str, branch: Option<&str>, name: &str) -> Result<u64> {
         LanceDbBackend::drop_index_line(self, table, branch, name).await
+    }
+
+    async fn row_changes(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        begin: u64,
+        end: u64,
+    ) -> Result<RowChanges> {
+        use futures::TryStreamExt;
+        if begin == end {
+            return Ok(RowChanges::default());
+        }
+        let t = self
+            .table_at(table, Some(branch.unwrap_or("main")), Some(end))
+            .await?;
+        let ds = crate::lance::ops::line_dataset(&t, table).await?;
+        let delta = ds
+            .delta()
+            .with_begin_version(begin)
+            .with_end_version(end)
+            .build()
+            .with_context(|| format!("row changes of {table:?} v{begin}..v{end}"))?;
+        let strip = |batches: Vec<RecordBatch>| -> Result<Vec<RecordBatch>> {
+            batches
+                .into_iter()
+                .filter(|b| b.num_rows() > 0)
+                .map(|b| {
+                    let keep: Vec<usize> = b
+                        .schema()
+                        .fields()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| {
+                            !matches!(
+                                f.name().as_str(),
+                                "_row_created_at_version" | "_row_last_updated_at_version"
+                            )
+                        })
+                        .map(|(i, _)| i)
+                        .collect();
+                    Ok(b.project(&keep)?)
+                })
+                .collect()
+        };
+        let inserted: Vec<RecordBatch> = delta.get_inserted_rows().await?.try_collect().await?;
+        let updated: Vec<RecordBatch> = delta.get_updated_rows().await?.try_collect().await?;
+        let deleted_batches: Vec<RecordBatch> =
+            delta.get_deleted_row_ids().await?.try_collect().await?;
+        let mut deleted = Vec::new();
+        for b in &deleted_batches {
+            if let Some(ids) = b
+                .column_by_name("_rowid")
+                .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt64Array>())
+            {
+                deleted.extend(ids.values().iter().copied());
+            }
+        }
+        Ok(RowChanges {
+            inserted: strip(inserted)?,
+            updated: strip(updated)?,
+            deleted,
+        })
+    }
+
+    async fn take_rows_at(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        version: u64,
+        row_ids: &[u64],
+    ) -> Result<Vec<RecordBatch>> {
+        if row_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let t = self
+            .table_at(table, Some(branch.unwrap_or("main")), Some(version))
+            .await?;
+        let ds = crate::lance::ops::line_dataset(&t, table).await?;
+        let mut columns: Vec<String> = ds.schema().fields.iter().map(|f| f.name.clone()).collect();
+        columns.push("_rowid".to_string());
+        let projection = lance::dataset::ProjectionRequest::from_columns(&columns, ds.schema());
+        let batch = ds
+            .take_rows(row_ids, projection)
+            .await
+            .with_context(|| format!("reading rows of {table:?} at v{version}"))?;
+        Ok(vec![batch])
+    }
+
+    async fn add_null_columns_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        fields: Arc<Schema>,
+    ) -> Result<u64> {
+        let t = self.line_table(table, branch).await?;
+        let _guard = self.lock(&crate::lance::ops::line_key(table, branch)).await;
+        let ds = crate::lance::ops::line_dataset(&t, table).await?;
+        let mut ds = (*ds).clone();
+        ds.add_columns(
+            lance::dataset::NewColumnTransform::AllNulls(fields),
+            None,
+            None,
+        )
+        .await
+        .with_context(|| format!("adding columns to {table:?}"))?;
+        t.checkout_latest()
+            .await
+            .map_err(|e| map_lancedb(e, table))?;
+        Ok(ds.version().version)
     }
 
     async fn list_indexes_at(

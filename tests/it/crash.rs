@@ -229,6 +229,52 @@ async fn checkpoint_cut(point: &str) {
     assert_eq!(names, vec!["main", "b", "c"]);
 }
 
+async fn merge_cut(point: &str) {
+    use lancebranch::branched::{MergeOptions, MergeOutcome};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || MergeOptions::default().key("p", &["id"]).key("q", &["id"]);
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        main.create_table("q", vec![people(0..3)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        b.write("p", vec![people(3..4)], WriteMode::Append)
+            .await
+            .unwrap();
+        b.delete_rows("q", "id = 0").await.unwrap();
+        main.write("q", vec![people(9..10)], WriteMode::Append)
+            .await
+            .unwrap();
+        main.arm_failpoint(point).unwrap();
+        let e = main.merge(&b, opts()).await.unwrap_err();
+        assert!(is_cut(&e), "{point}: {e:#}");
+    }
+    let (_, main) = open(&dir).await;
+    assert_eq!(
+        ids(&main, "p").await,
+        vec![0, 1, 2],
+        "{point}: merge entirely absent"
+    );
+    assert_eq!(ids(&main, "q").await, vec![0, 1, 2, 9]);
+    let b = main.branch("b").unwrap();
+    assert_eq!(ids(&b, "p").await, vec![0, 1, 2, 3]);
+    let r = main.merge(&b, opts()).await.unwrap();
+    assert_eq!(r.outcome, MergeOutcome::Merged);
+    assert_eq!(
+        ids(&main, "p").await,
+        vec![0, 1, 2, 3],
+        "{point}: merge again works"
+    );
+    assert_eq!(ids(&main, "q").await, vec![1, 2, 9]);
+    drop((main, b));
+    let (_, main) = open(&dir).await;
+    assert_eq!(
+        ids(&main, "q").await,
+        vec![1, 2, 9],
+        "{point}: merged state is durable"
+    );
+}
+
 /// Every fail point the library lists is cut by a scenario here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fail_point_recovers() {
@@ -244,6 +290,7 @@ async fn every_fail_point_recovers() {
             }
             "recovery::after_drop_before_record" => crash_inside_recovery(point).await,
             "checkpoint::after_write_before_truncate" => checkpoint_cut(point).await,
+            "merge::after_begin" | "merge::after_apply_before_publish" => merge_cut(point).await,
             other => panic!("fail point {other} has no crash scenario"),
         }
     }

@@ -6,3 +6,4 @@ pub mod conformance;
 mod branched;
 mod crash;
 mod lance_backend;
+mod merge;

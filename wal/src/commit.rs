@@ -3,7 +3,7 @@
 //!
 //! The first waiter that finds no sync in progress becomes the *leader*.
 //! Before syncing, a leader may *gather*: if recently more than one thread
-//! was appending, it waits (at most half the recent sync time, at most
+//! was appending, it waits (at most the recent average sync time, at most
 //! 1 ms) until as many appenders as were recently active are waiting. This
 //! avoids the pattern where writers released by one sync always miss the
 //! next one (which would split n writers into two alternating groups of
@@ -169,8 +169,7 @@ impl GroupCommit {
         if st.hint <= 1 {
             return Ok(st);
         }
-        let div: u32 = std::env::var("WAL_GATHER_DIV").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-        let deadline = Instant::now() + (st.sync_time / div).min(MAX_GATHER);
+        let deadline = Instant::now() + st.sync_time.min(MAX_GATHER);
         st.gathering = true;
         while st.uncovered() < st.hint {
             let now = Instant::now();

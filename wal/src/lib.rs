@@ -87,3 +87,16 @@ pub mod testing {
     /// Size of a frame header.
     pub const FRAME_HEADER_LEN: usize = crate::format::FRAME_HEADER_LEN;
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wal_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::Wal<String>>();
+        check::<crate::Wal<Vec<u8>>>();
+        check::<crate::SimStorage>();
+        check::<crate::StdStorage>();
+        check::<crate::Error>();
+    }
+}

@@ -284,6 +284,22 @@ impl SimStorage {
     /// Makes operation number `k` (counting every storage call since this
     /// storage was created, from 1; see [`SimStats::ops`]) and all later ones
     /// fail, as if the power went off just before it. `None` turns it off.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lancebranch_wal::{Options, SimStorage, Wal};
+    ///
+    /// let sim = SimStorage::new();
+    /// let (wal, _) = Wal::<u8>::open_with_storage(sim.clone(), Options::default())?;
+    /// sim.power_off_at(Some(sim.stats().ops + 2)); // the append's sync never happens
+    /// assert!(wal.append(&1).is_err());
+    /// drop(wal);
+    /// sim.crash(3);
+    /// let (_, rec) = Wal::<u8>::open_with_storage(sim.clone(), Options::default())?;
+    /// assert!(rec.records.len() <= 1); // unacknowledged: may or may not be there
+    /// # Ok::<(), lancebranch_wal::Error>(())
+    /// ```
     pub fn power_off_at(&self, k: Option<u64>) {
         self.state().power_off_at = k;
     }
@@ -295,6 +311,19 @@ impl SimStorage {
 
     /// Makes the `n`-th `sync_data` call from now (1 = the next one) fail
     /// with EIO, losing the unsynced operations of that file.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lancebranch_wal::{Error, Options, SimStorage, Wal};
+    ///
+    /// let sim = SimStorage::new();
+    /// let (wal, _) = Wal::<u8>::open_with_storage(sim.clone(), Options::default())?;
+    /// sim.fail_sync(1);
+    /// assert!(wal.append(&1).is_err());
+    /// assert!(matches!(wal.append(&2), Err(Error::Poisoned { .. })));
+    /// # Ok::<(), lancebranch_wal::Error>(())
+    /// ```
     pub fn fail_sync(&self, n: u64) {
         self.state().fail_sync_in = Some(n.max(1));
     }
@@ -309,6 +338,23 @@ impl SimStorage {
     /// durable, switches the power back on, clears injected faults and
     /// invalidates open file handles. Returns a description of the choices
     /// made, for failure messages.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lancebranch_wal::{SimStorage, Storage};
+    ///
+    /// let sim = SimStorage::new();
+    /// let f = sim.create("a")?;
+    /// sim.sync_dir()?; // the entry is durable
+    /// f.append(b"synced")?;
+    /// f.sync_data()?;
+    /// f.append(b" and not")?;
+    /// let what = sim.crash(42);
+    /// let got = sim.file("a").expect("durable entry");
+    /// assert!(got.starts_with(b"synced"), "{what}");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn crash(&self, seed: u64) -> String {
         let mut st = self.state();
         let mut rng = Rng::new(seed);

@@ -56,6 +56,22 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
 /// A file opened for appending. Methods take `&self` so a handle can be
 /// shared between the appender and the group-commit leader.
+///
+/// # Example
+///
+/// ```
+/// use lancebranch_wal::{SimStorage, Storage, StorageFile};
+///
+/// let sim = SimStorage::new();
+/// let f: Box<dyn StorageFile> = sim.create("f")?;
+/// f.append(b"abc")?;
+/// f.truncate(2)?;
+/// f.append(b"z")?;
+/// f.sync_data()?;
+/// assert_eq!(f.len()?, 3);
+/// assert_eq!(sim.file("f").as_deref(), Some(&b"abz"[..]));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait StorageFile: Send + Sync {
     /// Writes all of `buf` at the end of the file.
     fn append(&self, buf: &[u8]) -> io::Result<()>;

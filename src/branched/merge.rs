@@ -1,0 +1,708 @@
+//! Three-way, row- and column-level merge between branches, published
+//! atomically across tables.
+//!
+//! Bases: the first merge between a parent and a child (either way) uses the
+//! child's fork point for both sides; siblings use each one's fork point;
+//! after a merge, the next one between the same two branches starts from
+//! what each side saw right after it (so only later changes count).
+//!
+//! Each side's changes are row changes since its base, matched by primary
+//! key. Per key: a change on one side only is taken (theirs) or kept
+//! (ours); the same change on both sides is no conflict; updates of
+//! different columns of one row merge column by column. Everything else is
+//! a typed [`ConflictKind`], resolved per table by [`ConflictPolicy`].
+//!
+//! Steps, logged: `BeginMerge` → changes applied as Lance commits on the
+//! target's own lines → one log write with the publish of every table,
+//! the new merge bases and `EndMerge`. A crash before that write leaves
+//! the merge entirely absent (recovery logs `Abort`), after it entirely
+//! present.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use anyhow::Result;
+use arrow_array::{Array, ArrayRef, RecordBatch, new_null_array};
+use arrow_schema::{DataType, Schema, SchemaRef};
+
+use crate::backend::{Error, FilterExpr, Literal, WriteMode};
+use crate::branched::catalog::{CatalogState, Record, TableRef, line_name};
+use crate::branched::diff::{
+    KeyCodec, RowChange, SideChanges, TableChange, TableDiff, changed_columns, column_differs,
+    primary_key, same_row, schema_of, side_changes, to_table_diff,
+};
+use crate::branched::report::render;
+pub use crate::branched::report::{
+    Conflict, ConflictKind, ConflictPolicy, MergeOptions, MergeOutcome, MergeReport,
+    TableMergeStats,
+};
+use crate::branched::view::BranchedBackend;
+
+fn literal(a: &dyn Array, i: usize) -> Result<Literal> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    if a.is_null(i) {
+        return Ok(Literal::Null);
+    }
+    Ok(match a.data_type() {
+        DataType::Int8 => Literal::Int(a.as_primitive::<Int8Type>().value(i).into()),
+        DataType::Int16 => Literal::Int(a.as_primitive::<Int16Type>().value(i).into()),
+        DataType::Int32 => Literal::Int(a.as_primitive::<Int32Type>().value(i).into()),
+        DataType::Int64 => Literal::Int(a.as_primitive::<Int64Type>().value(i)),
+        DataType::UInt8 => Literal::Int(a.as_primitive::<UInt8Type>().value(i).into()),
+        DataType::UInt16 => Literal::Int(a.as_primitive::<UInt16Type>().value(i).into()),
+        DataType::UInt32 => Literal::Int(a.as_primitive::<UInt32Type>().value(i).into()),
+        DataType::UInt64 => Literal::Int(i64::try_from(a.as_primitive::<UInt64Type>().value(i))?),
+        DataType::Utf8 => Literal::Str(a.as_string::<i32>().value(i).to_string()),
+        DataType::LargeUtf8 => Literal::Str(a.as_string::<i64>().value(i).to_string()),
+        DataType::Boolean => Literal::Bool(a.as_boolean().value(i)),
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "primary-key columns of type {other} are not supported by merge"
+            ))
+            .into());
+        }
+    })
+}
+
+/// A filter matching exactly the rows with these keys.
+fn key_filter(key_cols: &[String], rows: &[RecordBatch]) -> Result<FilterExpr> {
+    let mut any = Vec::new();
+    for r in rows {
+        let mut all = Vec::new();
+        for c in key_cols {
+            let a = r
+                .column_by_name(c)
+                .ok_or_else(|| Error::InvalidArgument(format!("key column {c:?} missing")))?;
+            all.push(FilterExpr::eq(c, literal(a.as_ref(), 0)?));
+        }
+        any.push(FilterExpr::And(all));
+    }
+    Ok(FilterExpr::Or(any))
+}
+
+/// Give a single-row batch exactly `schema`'s columns (missing nullable
+/// ones as nulls).
+fn fit_row(row: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match row.column_by_name(f.name()) {
+            Some(a) => Ok(a.clone()),
+            None if f.is_nullable() => Ok(new_null_array(f.data_type(), row.num_rows())),
+            None => Err(anyhow::anyhow!(
+                "column {:?} missing from a merged row",
+                f.name()
+            )),
+        })
+        .collect::<Result<_>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// What to do to the target for one key.
+enum Action {
+    Insert(RecordBatch),
+    Update(RecordBatch, Vec<String>),
+    Delete(RecordBatch),
+}
+
+struct TablePlan {
+    table: String,
+    stats: TableMergeStats,
+    actions: Vec<Action>,
+    key: Vec<String>,
+    /// Create the table on the target with these rows and schema.
+    create: Option<(Vec<RecordBatch>, SchemaRef)>,
+    drop: bool,
+    /// Nullable columns the source added.
+    add_columns: Option<SchemaRef>,
+}
+
+impl BranchedBackend {
+    /// The bases of a merge of `source` into this branch: (target side,
+    /// source side).
+    fn merge_bases(
+        &self,
+        st: &CatalogState,
+        source: &BranchedBackend,
+    ) -> Result<(BTreeMap<String, TableRef>, BTreeMap<String, TableRef>)> {
+        let (t, s) = (&self.name, &source.name);
+        if let Some(b) = st.merge_bases.get(&(t.clone(), s.clone())) {
+            return Ok((b.target.clone(), b.source.clone()));
+        }
+        let tm = st
+            .branches
+            .get(t)
+            .ok_or_else(|| Error::BranchNotFound(t.clone()))?;
+        let sm = st
+            .branches
+            .get(s)
+            .ok_or_else(|| Error::BranchNotFound(s.clone()))?;
+        if sm.parent.as_ref() == Some(t) {
+            return Ok((sm.fork_point.clone(), sm.fork_point.clone()));
+        }
+        if tm.parent.as_ref() == Some(s) {
+            return Ok((tm.fork_point.clone(), tm.fork_point.clone()));
+        }
+        if tm.parent.is_some() && tm.parent == sm.parent {
+            return Ok((tm.fork_point.clone(), sm.fork_point.clone()));
+        }
+        Err(Error::NoMergeBase(t.clone(), s.clone()).into())
+    }
+
+    /// The changes `other` made since the merge base of this branch and
+    /// `other` (what [`merge`](Self::merge) would bring in), per table.
+    ///
+    /// # Errors
+    /// [`Error::BranchNotFound`], [`Error::NoMergeBase`],
+    /// [`Error::MissingMergeKey`] for a changed table without a key.
+    pub async fn diff(&self, other: &BranchedBackend) -> Result<Vec<TableDiff>> {
+        self.diff_with(other, &MergeOptions::default()).await
+    }
+
+    /// [`diff`](Self::diff) with primary keys given in `opts`.
+    ///
+    /// # Errors
+    /// As [`diff`](Self::diff).
+    pub async fn diff_with(
+        &self,
+        other: &BranchedBackend,
+        opts: &MergeOptions,
+    ) -> Result<Vec<TableDiff>> {
+        let st = self.core.catalog.read().clone();
+        let (_, base) = self.merge_bases(&st, other)?;
+        let cur = self.core.branch(&other.name, other.id)?.tables;
+        let names: BTreeSet<&String> = base.keys().chain(cur.keys()).collect();
+        let inner = self.core.inner.clone();
+        let mut out = Vec::new();
+        for t in names {
+            let (b, c) = (base.get(t), cur.get(t));
+            if b == c {
+                continue;
+            }
+            let schema = schema_of(inner.as_ref(), t, c.or(b).expect("one side exists")).await?;
+            let key = primary_key(t, &schema, opts.keys.get(t))?;
+            let codec = KeyCodec::new(t, &schema, &key)?;
+            let side = side_changes(inner.as_ref(), &st, t, &codec, b, c).await?;
+            let change = match (b, c) {
+                (None, Some(_)) => TableChange::Created,
+                (Some(_), None) => TableChange::Dropped,
+                _ => TableChange::Modified,
+            };
+            if change == TableChange::Modified && side.rows.is_empty() {
+                continue;
+            }
+            out.push(to_table_diff(t, change, &side)?);
+        }
+        Ok(out)
+    }
+
+    /// Merge `source` into this branch (see the [module docs](self)).
+    ///
+    /// Returns a report; under [`ConflictPolicy::Fail`] a conflicting merge
+    /// applies nothing and reports [`MergeOutcome::Conflicted`].
+    ///
+    /// # Errors
+    /// Bad input before anything is written: [`Error::BranchNotFound`],
+    /// [`Error::NoMergeBase`], [`Error::MissingMergeKey`],
+    /// [`Error::ReadOnlyView`]; then I/O errors (nothing is published).
+    pub async fn merge(&self, source: &BranchedBackend, opts: MergeOptions) -> Result<MergeReport> {
+        self.writable()?;
+        if source.name == self.name {
+            return Err(
+                Error::InvalidArgument("a branch cannot be merged into itself".into()).into(),
+            );
+        }
+        let st = self.core.catalog.read().clone();
+        let (tbase, sbase) = self.merge_bases(&st, source)?;
+        let tcur = self.core.branch(&self.name, self.id)?.tables;
+        let scur = match &source.pinned {
+            Some(p) => (**p).clone(),
+            None => self.core.branch(&source.name, source.id)?.tables,
+        };
+        let ours_changed = tables_differ(&tbase, &tcur);
+        let mut plans = Vec::new();
+        let mut conflicts = Vec::new();
+        let names: BTreeSet<String> = sbase.keys().chain(scur.keys()).cloned().collect();
+        for t in names {
+            let (sb, sc) = (sbase.get(&t), scur.get(&t));
+            if sb == sc {
+                continue;
+            }
+            let plan = self
+                .plan_table(
+                    &st,
+                    &t,
+                    &opts,
+                    (tbase.get(&t), tcur.get(&t)),
+                    (sb, sc),
+                    &mut conflicts,
+                )
+                .await?;
+            plans.push(plan);
+        }
+        let mut report = MergeReport {
+            outcome: MergeOutcome::Merged,
+            tables: plans
+                .iter()
+                .map(|p| (p.table.clone(), p.stats.clone()))
+                .collect(),
+            conflicts: conflicts.clone(),
+        };
+        let blocking = conflicts
+            .iter()
+            .any(|c| opts.policy_of(&c.table) == ConflictPolicy::Fail);
+        if blocking {
+            report.outcome = MergeOutcome::Conflicted;
+            return Ok(report);
+        }
+        if plans.iter().all(|p| {
+            p.actions.is_empty() && p.create.is_none() && !p.drop && p.add_columns.is_none()
+        }) {
+            report.outcome = if report.conflicts.is_empty() {
+                MergeOutcome::AlreadyUpToDate
+            } else {
+                MergeOutcome::Merged
+            };
+            if !plans.is_empty() {
+                // Record the bases anyway so later merges start here.
+                self.record_bases_only(source, &tcur, &scur).await?;
+            }
+            return Ok(report);
+        }
+        if !ours_changed {
+            report.outcome = MergeOutcome::FastForward;
+        }
+        let published = self.apply_plans(source, plans, &scur).await?;
+        for (t, v) in published {
+            if let Some(s) = report.tables.get_mut(&t) {
+                s.version = v;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn record_bases_only(
+        &self,
+        source: &BranchedBackend,
+        tcur: &BTreeMap<String, TableRef>,
+        scur: &BTreeMap<String, TableRef>,
+    ) -> Result<()> {
+        self.core
+            .commit(Record::MergeBase {
+                target: self.name.clone(),
+                source: source.name.clone(),
+                target_tables: tcur.clone(),
+                source_tables: scur.clone(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_table(
+        &self,
+        st: &CatalogState,
+        t: &str,
+        opts: &MergeOptions,
+        (tb, tc): (Option<&TableRef>, Option<&TableRef>),
+        (sb, sc): (Option<&TableRef>, Option<&TableRef>),
+        conflicts: &mut Vec<Conflict>,
+    ) -> Result<TablePlan> {
+        let inner = self.core.inner.clone();
+        let policy = opts.policy_of(t);
+        let mut plan = TablePlan {
+            table: t.to_string(),
+            stats: TableMergeStats::default(),
+            actions: vec![],
+            key: vec![],
+            create: None,
+            drop: false,
+            add_columns: None,
+        };
+        let table_conflict =
+            |conflicts: &mut Vec<Conflict>, stats: &mut TableMergeStats, why: &str| {
+                stats.conflicts += 1;
+                conflicts.push(Conflict {
+                    table: t.to_string(),
+                    key: String::new(),
+                    kind: ConflictKind::Schema,
+                    column: None,
+                    base: None,
+                    ours: Some(why.to_string()),
+                    theirs: None,
+                });
+            };
+        // Dropped on the source.
+        let Some(sc) = sc else {
+            if tc.is_none() {
+                return Ok(plan);
+            }
+            if tb == tc || policy == ConflictPolicy::Theirs {
+                plan.drop = true;
+            } else if policy == ConflictPolicy::Fail {
+                table_conflict(
+                    conflicts,
+                    &mut plan.stats,
+                    "dropped on the source, changed here",
+                );
+            }
+            return Ok(plan);
+        };
+        let sschema = schema_of(inner.as_ref(), t, sc).await?;
+        // Created on the source, absent here: copy it over.
+        let Some(tc) = tc else {
+            if tb.is_some() && policy != ConflictPolicy::Theirs {
+                // Dropped here, changed there.
+                if policy == ConflictPolicy::Fail {
+                    table_conflict(
+                        conflicts,
+                        &mut plan.stats,
+                        "dropped here, changed on the source",
+                    );
+                }
+                return Ok(plan);
+            }
+            let rows = inner
+                .scan(crate::backend::ScanRequest {
+                    table: t.to_string(),
+                    branch: sc.line.clone(),
+                    version: Some(sc.version),
+                    ..Default::default()
+                })
+                .await?;
+            plan.stats.inserted = rows.iter().map(RecordBatch::num_rows).sum();
+            plan.create = Some((rows, sschema));
+            return Ok(plan);
+        };
+        let tschema = schema_of(inner.as_ref(), t, tc).await?;
+        let key = primary_key(t, &sschema, opts.keys.get(t))
+            .or_else(|_| primary_key(t, &tschema, opts.keys.get(t)))?;
+        // Schema: the source may add nullable columns; nothing else.
+        let mut added = Vec::new();
+        for f in sschema.fields() {
+            match tschema.field_with_name(f.name()) {
+                Ok(tf) if tf.data_type().equals_datatype(f.data_type()) => {}
+                Ok(_) => {
+                    table_conflict(
+                        conflicts,
+                        &mut plan.stats,
+                        &format!("column {:?} changed type", f.name()),
+                    );
+                    return Ok(plan);
+                }
+                Err(_) if f.is_nullable() => added.push(f.as_ref().clone()),
+                Err(_) => {
+                    table_conflict(
+                        conflicts,
+                        &mut plan.stats,
+                        &format!("non-nullable column {:?} added", f.name()),
+                    );
+                    return Ok(plan);
+                }
+            }
+        }
+        if !added.is_empty() {
+            plan.add_columns = Some(Arc::new(Schema::new(added)));
+        }
+        let codec = KeyCodec::new(t, &tschema, &key)?;
+        let scodec = KeyCodec::new(t, &sschema, &key)?;
+        let theirs = side_changes(inner.as_ref(), st, t, &scodec, sb, Some(sc)).await?;
+        let ours = side_changes(inner.as_ref(), st, t, &codec, tb, Some(tc)).await?;
+        plan.stats.full_compare = theirs.full_compare || ours.full_compare;
+        plan.key = key.clone();
+        resolve(t, &key, policy, &theirs, &ours, &mut plan, conflicts);
+        Ok(plan)
+    }
+
+    /// Apply planned changes on this branch's own lines and publish them,
+    /// with the new merge bases, in one log write.
+    async fn apply_plans(
+        &self,
+        source: &BranchedBackend,
+        plans: Vec<TablePlan>,
+        scur: &BTreeMap<String, TableRef>,
+    ) -> Result<Vec<(String, Option<u64>)>> {
+        let op = self.core.catalog.fresh_id();
+        self.core
+            .commit(Record::BeginMerge {
+                op,
+                target: self.name.clone(),
+                source: source.name.clone(),
+            })
+            .await?;
+        self.core.fail.check("merge::after_begin")?;
+        let mut names: Vec<String> = plans.iter().map(|p| p.table.clone()).collect();
+        names.sort();
+        let mut guards = Vec::new();
+        for n in &names {
+            guards.push(self.core.op_lock(&self.name, n).lock_owned().await);
+        }
+        let inner = self.core.inner.clone();
+        let mut refs: Vec<(String, Option<TableRef>)> = Vec::new();
+        let mut published = Vec::new();
+        for plan in plans {
+            let t = plan.table.clone();
+            if plan.drop {
+                refs.push((t.clone(), None));
+                published.push((t, None));
+                continue;
+            }
+            if let Some((rows, schema)) = plan.create {
+                let r = self.create_unpublished(&t, rows, schema).await?;
+                published.push((t.clone(), Some(r.version)));
+                refs.push((t, Some(r)));
+                continue;
+            }
+            if plan.actions.is_empty() && plan.add_columns.is_none() {
+                continue;
+            }
+            let current = self.table_ref(&t)?;
+            let (line, mut version) = self
+                .core
+                .own_line(&self.name, self.id, &t, &current)
+                .await?;
+            let l = line.as_deref();
+            if let Some(fields) = plan.add_columns {
+                version = inner.add_null_columns_line(&t, l, fields).await?;
+            }
+            let schema = inner.schema_at(&t, l, None).await?;
+            let (mut inserts, mut deletes) = (Vec::new(), Vec::new());
+            let mut updates: BTreeMap<Vec<String>, Vec<RecordBatch>> = BTreeMap::new();
+            for a in plan.actions {
+                match a {
+                    Action::Insert(r) => inserts.push(fit_row(&r, &schema)?),
+                    Action::Delete(r) => deletes.push(r),
+                    Action::Update(r, cols) => {
+                        let mut keep = plan.key.clone();
+                        keep.extend(cols.into_iter().filter(|c| !plan.key.contains(c)));
+                        let idx: Vec<usize> = keep
+                            .iter()
+                            .filter_map(|c| r.schema().index_of(c).ok())
+                            .collect();
+                        let projected = r.project(&idx)?;
+                        let names: Vec<String> = projected
+                            .schema()
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().clone())
+                            .collect();
+                        updates.entry(names).or_default().push(projected);
+                    }
+                }
+            }
+            if !deletes.is_empty()
+                && let Some(sql) = key_filter(&plan.key, &deletes)?.to_sql()
+            {
+                version = inner.delete_rows_line(&t, l, &sql).await?;
+            }
+            let on: Vec<&str> = plan.key.iter().map(String::as_str).collect();
+            for (_, batches) in updates {
+                let s = batches[0].schema();
+                let merged = arrow_select::concat::concat_batches(&s, &batches)?;
+                if let Some(v) = inner.merge_insert_line(&t, l, &on, vec![merged]).await? {
+                    version = v;
+                }
+            }
+            if !inserts.is_empty()
+                && let Some(v) = inner.write_line(&t, l, inserts, WriteMode::Append).await?
+            {
+                version = v;
+            }
+            published.push((t.clone(), Some(version)));
+            refs.push((t, Some(TableRef { line, version })));
+        }
+        self.core.fail.check("merge::after_apply_before_publish")?;
+        let mut target_after = self.core.branch(&self.name, self.id)?.tables;
+        for (t, r) in &refs {
+            match r {
+                Some(r) => {
+                    target_after.insert(t.clone(), r.clone());
+                }
+                None => {
+                    target_after.remove(t);
+                }
+            }
+        }
+        let extra = vec![
+            Record::MergeBase {
+                target: self.name.clone(),
+                source: source.name.clone(),
+                target_tables: target_after,
+                source_tables: scur.clone(),
+            },
+            Record::EndMerge { op },
+        ];
+        self.core.publish_with(&self.name, refs, extra).await?;
+        drop(guards);
+        Ok(published)
+    }
+
+    /// Create `table` on this branch's own line (or main's line) with
+    /// `rows`, without publishing it. The caller holds the op lock.
+    pub(crate) async fn create_unpublished(
+        &self,
+        table: &str,
+        rows: Vec<RecordBatch>,
+        schema: SchemaRef,
+    ) -> Result<TableRef> {
+        let inner = &self.core.inner;
+        inner.invalidate_cache(table);
+        if !inner.table_exists(table).await? {
+            match inner.create_empty_table(table, schema.clone()).await {
+                Ok(()) => {}
+                Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => {}
+                Err(e) => return Err(e),
+            }
+            inner.notify_table_created(table).await;
+        }
+        let own = line_name(self.id);
+        if let Some(line) = &own {
+            let from = TableRef {
+                line: None,
+                version: inner.latest_version(table, None).await?,
+            };
+            self.core.make_line(&self.name, table, line, from).await?;
+        }
+        let version = inner
+            .overwrite_line(table, own.as_deref(), rows, schema)
+            .await?;
+        Ok(TableRef { line: own, version })
+    }
+}
+
+fn tables_differ(a: &BTreeMap<String, TableRef>, b: &BTreeMap<String, TableRef>) -> bool {
+    a != b
+}
+
+/// Decide, key by key, what to do with the source's changes.
+fn resolve(
+    t: &str,
+    key: &[String],
+    policy: ConflictPolicy,
+    theirs: &SideChanges,
+    ours: &SideChanges,
+    plan: &mut TablePlan,
+    conflicts: &mut Vec<Conflict>,
+) {
+    let render_key = |rc: &RowChange| -> String {
+        let row = rc.cur.as_ref().or(rc.base.as_ref());
+        row.map(|r| {
+            key.iter()
+                .map(|k| format!("{k}={}", render(Some(r), Some(k)).unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+    };
+    let mut conflict = |plan: &mut TablePlan,
+                        kind: ConflictKind,
+                        th: &RowChange,
+                        ou: &RowChange,
+                        column: Option<&str>| {
+        plan.stats.conflicts += 1;
+        conflicts.push(Conflict {
+            table: t.to_string(),
+            key: render_key(th),
+            kind,
+            column: column.map(str::to_string),
+            base: render(th.base.as_ref().or(ou.base.as_ref()), column),
+            ours: render(ou.cur.as_ref(), column),
+            theirs: render(th.cur.as_ref(), column),
+        });
+    };
+    let take = |plan: &mut TablePlan, th: &RowChange, ours_cur: Option<&RecordBatch>| match (
+        &th.cur, ours_cur,
+    ) {
+        (Some(c), None) => {
+            plan.stats.inserted += 1;
+            plan.actions.push(Action::Insert(c.clone()));
+        }
+        (Some(c), Some(o)) => {
+            let cols = changed_columns(o, c);
+            if !cols.is_empty() {
+                plan.stats.updated += 1;
+                plan.actions.push(Action::Update(c.clone(), cols));
+            }
+        }
+        (None, Some(o)) => {
+            plan.stats.deleted += 1;
+            plan.actions.push(Action::Delete(o.clone()));
+        }
+        (None, None) => {}
+    };
+    for (k, th) in &theirs.rows {
+        let Some(ou) = ours.rows.get(k) else {
+            // Only the source changed this row: take its change. The row on
+            // the target is still the source's base row.
+            match (&th.base, &th.cur) {
+                (Some(b), Some(c)) => {
+                    let cols = changed_columns(b, c);
+                    plan.stats.updated += 1;
+                    plan.actions.push(Action::Update(c.clone(), cols));
+                }
+                _ => take(plan, th, th.base.as_ref()),
+            }
+            continue;
+        };
+        // Both changed this key.
+        match (&ou.cur, &th.cur) {
+            (None, None) => {}                         // deleted on both sides
+            (Some(o), Some(c)) if same_row(o, c) => {} // the same change
+            (Some(o), Some(c)) => {
+                let kind = if th.base.is_none() && ou.base.is_none() {
+                    ConflictKind::DivergentInsert
+                } else {
+                    ConflictKind::DivergentUpdate
+                };
+                // Column by column: a column changed on both sides to
+                // different values conflicts; others merge.
+                let (ob, tb) = (ou.base.as_ref(), th.base.as_ref());
+                let mut clash = None;
+                let mut take_cols = Vec::new();
+                let theirs_changed = match tb {
+                    Some(b) => changed_columns(b, c),
+                    None => changed_columns(o, c),
+                };
+                for col in theirs_changed {
+                    let ours_changed = match ob {
+                        Some(b) => column_differs(b, o, &col),
+                        None => true,
+                    };
+                    if !column_differs(o, c, &col) {
+                        continue;
+                    }
+                    if ours_changed || kind == ConflictKind::DivergentInsert {
+                        clash.get_or_insert(col.clone());
+                    }
+                    take_cols.push(col);
+                }
+                match (clash, policy) {
+                    (None, _) if !take_cols.is_empty() => {
+                        plan.stats.updated += 1;
+                        plan.actions.push(Action::Update(c.clone(), take_cols));
+                    }
+                    (None, _) => {}
+                    (Some(col), ConflictPolicy::Theirs) => {
+                        conflict(plan, kind, th, ou, Some(&col));
+                        plan.stats.updated += 1;
+                        plan.actions.push(Action::Update(c.clone(), take_cols));
+                    }
+                    (Some(col), _) => conflict(plan, kind, th, ou, Some(&col)),
+                }
+            }
+            (Some(_), None) => {
+                conflict(plan, ConflictKind::UpdateDelete, th, ou, None);
+                if policy == ConflictPolicy::Theirs {
+                    take(plan, th, ou.cur.as_ref());
+                }
+            }
+            (None, Some(_)) => {
+                conflict(plan, ConflictKind::DeleteUpdate, th, ou, None);
+                if policy == ConflictPolicy::Theirs {
+                    take(plan, th, None);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! Diff and three-way merge between branches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use lancebranch::branched::{
+    BranchedBackend, ConflictKind, ConflictPolicy, MergeOptions, MergeOutcome,
+    PRIMARY_KEY_METADATA, TableChange,
+};
+use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
+
+use crate::conformance::data::ints;
+use crate::conformance::typed;
+
+/// `id` (key, in metadata), `a`, `b`.
+fn schema() -> SchemaRef {
+    let mut md = std::collections::HashMap::new();
+    md.insert(PRIMARY_KEY_METADATA.to_string(), "id".to_string());
+    Arc::new(
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ])
+        .with_metadata(md),
+    )
+}
+
+fn rows(r: &[(i64, i64, &str)]) -> RecordBatch {
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(r.iter().map(|x| x.0).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(r.iter().map(|x| x.1).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(r.iter().map(|x| x.2).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}
+
+/// Only `id` and `a`, for partial updates.
+fn set_a(id: i64, a: i64) -> RecordBatch {
+    let s = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("a", DataType::Int64, true),
+    ]));
+    RecordBatch::try_new(
+        s,
+        vec![
+            Arc::new(Int64Array::from(vec![id])),
+            Arc::new(Int64Array::from(vec![a])),
+        ],
+    )
+    .unwrap()
+}
+
+fn set_b(id: i64, b: &str) -> RecordBatch {
+    let s = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("b", DataType::Utf8, true),
+    ]));
+    RecordBatch::try_new(
+        s,
+        vec![
+            Arc::new(Int64Array::from(vec![id])),
+            Arc::new(StringArray::from(vec![b])),
+        ],
+    )
+    .unwrap()
+}
+
+/// The table as `id -> (a, b)`.
+async fn contents(v: &BranchedBackend, t: &str) -> BTreeMap<i64, (Option<i64>, Option<String>)> {
+    let mut out = BTreeMap::new();
+    for batch in v.scan(ScanRequest::table(t)).await.unwrap() {
+        let id = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .clone();
+        let a = batch
+            .column_by_name("a")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .clone();
+        let b = batch
+            .column_by_name("b")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        for i in 0..batch.num_rows() {
+            out.insert(
+                id.value(i),
+                (
+                    (!arrow_array::Array::is_null(&a, i)).then(|| a.value(i)),
+                    (!arrow_array::Array::is_null(&b, i)).then(|| b.value(i).to_string()),
+                ),
+            );
+        }
+    }
+    out
+}
+
+async fn store() -> (tempfile::TempDir, BranchedBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Arc::new(
+        LanceDbBackend::open(dir.path().to_str().unwrap())
+            .await
+            .unwrap(),
+    );
+    let main = BranchedBackend::open(inner).await.unwrap();
+    main.create_table("p", vec![rows(&[(1, 10, "x"), (2, 20, "y"), (3, 30, "z")])])
+        .await
+        .unwrap();
+    (dir, main)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_forward_then_up_to_date_and_child_still_readable() {
+    let (_d, main) = store().await;
+    let b = main.fork("b").await.unwrap();
+    b.write("p", vec![rows(&[(4, 40, "w")])], WriteMode::Append)
+        .await
+        .unwrap();
+    b.merge_insert("p", &["id"], vec![set_a(2, 21)])
+        .await
+        .unwrap();
+    b.delete_rows("p", "id = 3").await.unwrap();
+
+    let diff = main.diff(&b).await.unwrap();
+    assert_eq!(diff.len(), 1);
+    assert_eq!(diff[0].change, TableChange::Modified);
+    assert_eq!(diff[0].counts, (1, 1, 1));
+    let kinds: Vec<String> = diff[0]
+        .rows
+        .iter()
+        .flat_map(|r| {
+            let c = r
+                .column_by_name("_change")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
+            (0..arrow_array::Array::len(&c)).map(move |i| c.value(i).to_string())
+        })
+        .collect();
+    assert_eq!(kinds.len(), 3);
+
+    let before_b = contents(&b, "p").await;
+    let r = main.merge(&b, MergeOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, MergeOutcome::FastForward);
+    assert!(r.conflicts.is_empty());
+    assert_eq!(
+        (
+            r.tables["p"].inserted,
+            r.tables["p"].updated,
+            r.tables["p"].deleted
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(contents(&main, "p").await, before_b);
+    // The child stays readable and unchanged (Omnigraph #683).
+    assert_eq!(contents(&b, "p").await, before_b);
+    let again = main.merge(&b, MergeOptions::default()).await.unwrap();
+    assert_eq!(again.outcome, MergeOutcome::AlreadyUpToDate);
+    assert!(main.diff(&b).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disjoint_changes_merge_without_false_conflicts() {
+    let (_d, main) = store().await;
+    let b = main.fork("b").await.unwrap();
+    // Different rows on each side, and different columns of row 2.
+    main.merge_insert("p", &["id"], vec![set_a(1, 11)])
+        .await
+        .unwrap();
+    main.merge_insert("p", &["id"], vec![set_a(2, 22)])
+        .await
+        .unwrap();
+    b.merge_insert("p", &["id"], vec![set_b(2, "Y")])
+        .await
+        .unwrap();
+    b.merge_insert("p", &["id"], vec![set_b(3, "Z")])
+        .await
+        .unwrap();
+    b.write("p", vec![rows(&[(5, 50, "v")])], WriteMode::Append)
+        .await
+        .unwrap();
+    main.write("p", vec![rows(&[(6, 60, "u")])], WriteMode::Append)
+        .await
+        .unwrap();
+    // The same change on both sides is no conflict either.
+    main.delete_rows("p", "id = 1").await.unwrap();
+    b.delete_rows("p", "id = 1").await.unwrap();
+
+    let r = main.merge(&b, MergeOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, MergeOutcome::Merged, "{:?}", r.conflicts);
+    assert!(r.conflicts.is_empty(), "false conflicts: {:?}", r.conflicts);
+    let got = contents(&main, "p").await;
+    let want: BTreeMap<i64, (Option<i64>, Option<String>)> = [
+        (2, (Some(22), Some("Y".to_string()))),
+        (3, (Some(30), Some("Z".to_string()))),
+        (5, (Some(50), Some("v".to_string()))),
+        (6, (Some(60), Some("u".to_string()))),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+}
+
+async fn conflicting_pair() -> (tempfile::TempDir, BranchedBackend, BranchedBackend) {
+    let (d, main) = store().await;
+    let b = main.fork("b").await.unwrap();
+    // DivergentInsert on 7, DivergentUpdate on 1.a, UpdateDelete on 2, DeleteUpdate on 3.
+    main.write("p", vec![rows(&[(7, 70, "ours")])], WriteMode::Append)
+        .await
+        .unwrap();
+    b.write("p", vec![rows(&[(7, 71, "theirs")])], WriteMode::Append)
+        .await
+        .unwrap();
+    main.merge_insert("p", &["id"], vec![set_a(1, 100)])
+        .await
+        .unwrap();
+    b.merge_insert("p", &["id"], vec![set_a(1, 200)])
+        .await
+        .unwrap();
+    main.merge_insert("p", &["id"], vec![set_a(2, 2000)])
+        .await
+        .unwrap();
+    b.delete_rows("p", "id = 2").await.unwrap();
+    main.delete_rows("p", "id = 3").await.unwrap();
+    b.merge_insert("p", &["id"], vec![set_b(3, "changed")])
+        .await
+        .unwrap();
+    (d, main, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_conflict_kind_fails_atomically_by_default() {
+    let (_d, main, b) = conflicting_pair().await;
+    let before = contents(&main, "p").await;
+    let v = main.get_table_version("p").await.unwrap();
+    let r = main.merge(&b, MergeOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, MergeOutcome::Conflicted);
+    assert!(r.is_conflicted());
+    let mut kinds: Vec<ConflictKind> = r.conflicts.iter().map(|c| c.kind).collect();
+    kinds.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(
+        kinds,
+        vec![
+            ConflictKind::DeleteUpdate,
+            ConflictKind::DivergentInsert,
+            ConflictKind::DivergentUpdate,
+            ConflictKind::UpdateDelete
+        ]
+    );
+    let du = r
+        .conflicts
+        .iter()
+        .find(|c| c.kind == ConflictKind::DivergentUpdate)
+        .unwrap();
+    assert_eq!(du.column.as_deref(), Some("a"));
+    assert_eq!(
+        (du.base.as_deref(), du.ours.as_deref(), du.theirs.as_deref()),
+        (Some("10"), Some("100"), Some("200"))
+    );
+    let batch = r.conflicts_batch().unwrap();
+    assert_eq!(batch.num_rows(), 4);
+    assert_eq!(contents(&main, "p").await, before, "nothing applied");
+    assert_eq!(main.get_table_version("p").await.unwrap(), v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ours_and_theirs_policies_resolve() {
+    let (_d, main, b) = conflicting_pair().await;
+    let ours_before = contents(&main, "p").await;
+    let r = main
+        .merge(
+            &b,
+            MergeOptions::default().policy("p", ConflictPolicy::Ours),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, MergeOutcome::Merged);
+    assert_eq!(r.conflicts.len(), 4);
+    assert_eq!(
+        contents(&main, "p").await,
+        ours_before,
+        "ours keeps every conflicting row"
+    );
+
+    let (_d2, main2, b2) = conflicting_pair().await;
+    let r = main2
+        .merge(
+            &b2,
+            MergeOptions::default().default_policy(ConflictPolicy::Theirs),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, MergeOutcome::Merged);
+    let got = contents(&main2, "p").await;
+    assert_eq!(got.get(&7), Some(&(Some(71), Some("theirs".to_string()))));
+    assert_eq!(got.get(&1).unwrap().0, Some(200));
+    assert!(!got.contains_key(&2), "theirs deleted 2");
+    assert_eq!(
+        got.get(&3),
+        Some(&(Some(30), Some("changed".to_string()))),
+        "theirs' update restores 3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_key_is_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Arc::new(
+        LanceDbBackend::open(dir.path().to_str().unwrap())
+            .await
+            .unwrap(),
+    );
+    let main = BranchedBackend::open(inner).await.unwrap();
+    let nokey = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let batch =
+        RecordBatch::try_new(nokey.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
+    main.create_table("k", vec![batch.clone()]).await.unwrap();
+    let b = main.fork("b").await.unwrap();
+    b.delete_rows("k", "id = 1").await.unwrap();
+    let v = main.get_table_version("k").await.unwrap();
+    let e = main.merge(&b, MergeOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(typed(&e), Error::MissingMergeKey(t) if t == "k"),
+        "{e:#}"
+    );
+    assert_eq!(main.get_table_version("k").await.unwrap(), v);
+    let r = main
+        .merge(&b, MergeOptions::default().key("k", &["id"]))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, MergeOutcome::FastForward);
+    assert_eq!(
+        ints(&main.scan(ScanRequest::table("k")).await.unwrap(), "id"),
+        vec![2]
+    );
+    // Other bad input.
+    let e = main
+        .merge(&main, MergeOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(typed(&e), Error::InvalidArgument(_)), "{e:#}");
+    let e = main
+        .merge(&main.snapshot().unwrap(), MergeOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(typed(&e), Error::InvalidArgument(_)), "{e:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_tables_nested_and_repeated_merges() {
+    let (_d, main) = store().await;
+    let b = main.fork("b").await.unwrap();
+    let c = b.fork("c").await.unwrap();
+    c.create_table("extra", vec![rows(&[(1, 1, "e")])])
+        .await
+        .unwrap();
+    c.write("p", vec![rows(&[(8, 80, "c")])], WriteMode::Append)
+        .await
+        .unwrap();
+    // Nested into its parent, then into main.
+    let r = b.merge(&c, MergeOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, MergeOutcome::FastForward);
+    assert!(b.table_exists("extra").await.unwrap());
+    assert!(!main.table_exists("extra").await.unwrap());
+    main.write("p", vec![rows(&[(9, 90, "main")])], WriteMode::Append)
+        .await
+        .unwrap();
+    let r = main.merge(&b, MergeOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, MergeOutcome::Merged, "{:?}", r.conflicts);
+    assert!(main.table_exists("extra").await.unwrap());
+    assert_eq!(contents(&main, "extra").await.len(), 1);
+    let ids: Vec<i64> = contents(&main, "p").await.keys().copied().collect();
+    assert_eq!(ids, vec![1, 2, 3, 8, 9]);
+
+    // Later changes on b merge again, from the previous merge as the base:
+    // main's own change since is kept, b's old changes are not re-applied.
+    main.merge_insert("p", &["id"], vec![set_a(8, 888)])
+        .await
+        .unwrap();
+    b.merge_insert("p", &["id"], vec![set_b(8, "later")])
+        .await
+        .unwrap();
+    b.write("p", vec![rows(&[(10, 100, "b2")])], WriteMode::Append)
+        .await
+        .unwrap();
+    let r = main.merge(&b, MergeOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, MergeOutcome::Merged, "{:?}", r.conflicts);
+    assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+    let got = contents(&main, "p").await;
+    assert_eq!(got.get(&8), Some(&(Some(888), Some("later".to_string()))));
+    assert!(got.contains_key(&10));
+    assert!(got.contains_key(&9), "main's own row survives");
+    // Merging the parent into the child brings main's rows down.
+    let r = b.merge(&main, MergeOptions::default()).await.unwrap();
+    assert!(!r.is_conflicted(), "{:?}", r.conflicts);
+    assert_eq!(contents(&b, "p").await, got);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_additions_merge() {
+    let (_d, main) = store().await;
+    let b = main.fork("b").await.unwrap();
+    let mut fields: Vec<Field> = schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("c", DataType::Int64, true));
+    let wide = Arc::new(Schema::new(fields).with_metadata(schema().metadata().clone()));
+    let batch = RecordBatch::try_new(
+        wide.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(Int64Array::from(vec![10, 20, 30])),
+            Arc::new(StringArray::from(vec!["x", "y", "z"])),
+            Arc::new(Int64Array::from(vec![Some(7), None, None])),
+        ],
+    )
+    .unwrap();
+    b.replace_table_atomic("p", vec![batch], wide)
+        .await
+        .unwrap();
+    let r = main.merge(&b, MergeOptions::default()).await.unwrap();
+    assert!(!r.is_conflicted(), "{:?}", r.conflicts);
+    let s = main.get_table_schema("p").await.unwrap().unwrap();
+    assert!(s.field_with_name("c").is_ok());
+    let got = main
+        .scan(ScanRequest::table("p").filter("c = 7"))
+        .await
+        .unwrap();
+    assert_eq!(ints(&got, "id"), vec![1]);
+    assert_eq!(main.count_rows("p", None).await.unwrap(), 3);
+}
+
+/// A tiny deterministic PRNG for the model test.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+type Model = BTreeMap<i64, i64>;
+
+async fn random_edits(v: &BranchedBackend, model: &mut Model, rng: &mut Rng, fresh: i64) {
+    for step in 0..6 {
+        let id = rng.below(12) as i64;
+        match rng.below(3) {
+            0 => {
+                let new = fresh + step;
+                let val = rng.below(1000) as i64;
+                v.write("m", vec![krows(&[(new, val)])], WriteMode::Append)
+                    .await
+                    .unwrap();
+                model.insert(new, val);
+            }
+            1 if model.contains_key(&id) => {
+                let val = rng.below(1000) as i64;
+                v.merge_insert("m", &["id"], vec![krows(&[(id, val)])])
+                    .await
+                    .unwrap();
+                model.insert(id, val);
+            }
+            _ if model.contains_key(&id) => {
+                v.delete_rows("m", &format!("id = {id}")).await.unwrap();
+                model.remove(&id);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn kschema() -> SchemaRef {
+    let mut md = std::collections::HashMap::new();
+    md.insert(PRIMARY_KEY_METADATA.to_string(), "id".to_string());
+    Arc::new(
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+        ])
+        .with_metadata(md),
+    )
+}
+
+fn krows(r: &[(i64, i64)]) -> RecordBatch {
+    RecordBatch::try_new(
+        kschema(),
+        vec![
+            Arc::new(Int64Array::from(r.iter().map(|x| x.0).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(r.iter().map(|x| x.1).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}
+
+async fn contents_m(v: &BranchedBackend) -> Model {
+    let mut out = Model::new();
+    for b in v.scan(ScanRequest::table("m")).await.unwrap() {
+        let id = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .clone();
+        let val = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .clone();
+        for i in 0..b.num_rows() {
+            out.insert(id.value(i), val.value(i));
+        }
+    }
+    out
+}
+
+/// Random edits on two branches, merged with Theirs / Ours, equal a plain
+/// model of the same edits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_matches_a_model_under_random_edits() {
+    for seed in 1..=6u64 {
+        for policy in [ConflictPolicy::Theirs, ConflictPolicy::Ours] {
+            let dir = tempfile::tempdir().unwrap();
+            let inner = Arc::new(
+                LanceDbBackend::open(dir.path().to_str().unwrap())
+                    .await
+                    .unwrap(),
+            );
+            let main = BranchedBackend::open(inner).await.unwrap();
+            let base: Model = (0..8).map(|i| (i, i * 10)).collect();
+            let init: Vec<(i64, i64)> = base.iter().map(|(k, v)| (*k, *v)).collect();
+            main.create_table("m", vec![krows(&init)]).await.unwrap();
+            let b = main.fork("b").await.unwrap();
+            let mut rng = Rng(seed * 7919 + 1);
+            let (mut ours, mut theirs) = (base.clone(), base.clone());
+            random_edits(&main, &mut ours, &mut rng, 100).await;
+            random_edits(&b, &mut theirs, &mut rng, 100).await;
+            let r = main
+                .merge(&b, MergeOptions::default().default_policy(policy))
+                .await
+                .unwrap();
+            assert!(!r.is_conflicted());
+            let mut keys: Vec<i64> = base
+                .keys()
+                .chain(ours.keys())
+                .chain(theirs.keys())
+                .copied()
+                .collect();
+            keys.sort();
+            keys.dedup();
+            let mut want = Model::new();
+            for k in keys {
+                let (bv, ov, tv) = (base.get(&k), ours.get(&k), theirs.get(&k));
+                let theirs_changed = bv != tv;
+                let ours_changed = bv != ov;
+                let pick = if !theirs_changed {
+                    ov
+                } else if !ours_changed || ov == tv || policy == ConflictPolicy::Theirs {
+                    tv
+                } else {
+                    ov
+                };
+                if let Some(v) = pick {
+                    want.insert(k, *v);
+                }
+            }
+            assert_eq!(
+                contents_m(&main).await,
+                want,
+                "seed {seed} policy {policy:?}"
+            );
+        }
+    }
+}
+
+/// A reader never sees half of a multi-table merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_is_atomic_across_tables_for_readers() {
+    let (_d, main) = store().await;
+    main.create_table("q", vec![rows(&[(1, 10, "x"), (2, 20, "y"), (3, 30, "z")])])
+        .await
+        .unwrap();
+    let b = main.fork("b").await.unwrap();
+    let extra: Vec<(i64, i64, &str)> = (100..150).map(|i| (i, i, "n")).collect();
+    b.write("p", vec![rows(&extra)], WriteMode::Append)
+        .await
+        .unwrap();
+    b.write("q", vec![rows(&extra)], WriteMode::Append)
+        .await
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let m = main.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || seen < 3 {
+                let s = m.snapshot().unwrap();
+                let (p, q) = (
+                    s.count_rows("p", None).await.unwrap(),
+                    s.count_rows("q", None).await.unwrap(),
+                );
+                assert_eq!(p, q, "a snapshot saw one table merged and not the other");
+                seen += 1;
+            }
+        })
+    };
+    let r = main.merge(&b, MergeOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, MergeOutcome::FastForward);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    reader.await.unwrap();
+    assert_eq!(main.count_rows("p", None).await.unwrap(), 53);
+    assert_eq!(main.count_rows("q", None).await.unwrap(), 53);
+}
