@@ -172,18 +172,49 @@ impl BranchedBackend {
         let st = self.core.catalog.read().clone();
         let (_, base) = self.merge_bases(&st, other)?;
         let cur = self.core.branch(&other.name, other.id)?.tables;
+        self.diff_tables(&st, &base, &cur, opts).await
+    }
+
+    /// The changes this branch made since tag `tag` was taken (the tag may
+    /// come from this branch or an ancestor).
+    ///
+    /// # Errors
+    /// [`Error::TagNotFound`], [`Error::MissingMergeKey`].
+    pub async fn diff_since_tag(&self, tag: &str, opts: &MergeOptions) -> Result<Vec<TableDiff>> {
+        let st = self.core.catalog.read().clone();
+        let base = st
+            .tags
+            .get(tag)
+            .ok_or_else(|| Error::TagNotFound(tag.to_string()))?
+            .tables
+            .clone();
+        let cur = match &self.pinned {
+            Some(p) => (**p).clone(),
+            None => self.core.branch(&self.name, self.id)?.tables,
+        };
+        self.diff_tables(&st, &base, &cur, opts).await
+    }
+
+    async fn diff_tables(
+        &self,
+        st: &CatalogState,
+        base: &BTreeMap<String, TableRef>,
+        cur: &BTreeMap<String, TableRef>,
+        opts: &MergeOptions,
+    ) -> Result<Vec<TableDiff>> {
         let names: BTreeSet<&String> = base.keys().chain(cur.keys()).collect();
         let inner = self.core.inner.clone();
         let mut out = Vec::new();
         for t in names {
             let (b, c) = (base.get(t), cur.get(t));
+            let Some(either) = c.or(b) else { continue };
             if b == c {
                 continue;
             }
-            let schema = schema_of(inner.as_ref(), t, c.or(b).expect("one side exists")).await?;
+            let schema = schema_of(inner.as_ref(), t, either).await?;
             let key = primary_key(t, &schema, opts.keys.get(t))?;
             let codec = KeyCodec::new(t, &schema, &key)?;
-            let side = side_changes(inner.as_ref(), &st, t, &codec, b, c).await?;
+            let side = side_changes(inner.as_ref(), st, t, &codec, b, c).await?;
             let change = match (b, c) {
                 (None, Some(_)) => TableChange::Created,
                 (Some(_), None) => TableChange::Dropped,

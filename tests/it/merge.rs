@@ -635,3 +635,47 @@ async fn merge_is_atomic_across_tables_for_readers() {
     assert_eq!(main.count_rows("p", None).await.unwrap(), 53);
     assert_eq!(main.count_rows("q", None).await.unwrap(), 53);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_since_a_tag() {
+    let (_d, main) = store().await;
+    main.tag("v1").await.unwrap();
+    main.merge_insert("p", &["id"], vec![set_a(1, 99)])
+        .await
+        .unwrap();
+    main.write("p", vec![rows(&[(4, 40, "w")])], WriteMode::Append)
+        .await
+        .unwrap();
+    main.create_table("new_t", vec![rows(&[(1, 1, "n")])])
+        .await
+        .unwrap();
+    let d = main
+        .diff_since_tag("v1", &MergeOptions::default())
+        .await
+        .unwrap();
+    let p = d.iter().find(|t| t.table == "p").unwrap();
+    assert_eq!(p.counts, (1, 1, 0));
+    let changed: Vec<String> = p
+        .rows
+        .iter()
+        .flat_map(|r| {
+            let c = r
+                .column_by_name("_changed_columns")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
+            (0..arrow_array::Array::len(&c)).map(move |i| c.value(i).to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(changed, vec!["a".to_string()]);
+    let created = d.iter().find(|t| t.table == "new_t").unwrap();
+    assert_eq!(created.change, TableChange::Created);
+    let e = main
+        .diff_since_tag("nope", &MergeOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(typed(&e), Error::TagNotFound(_)), "{e:#}");
+}
