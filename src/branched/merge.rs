@@ -104,6 +104,10 @@ enum Action {
     Insert(RecordBatch),
     Update(RecordBatch, Vec<String>),
     Delete(RecordBatch),
+    /// The target row equals the source's base row: replace it whole
+    /// (delete + append, both found through the key), which costs what
+    /// changed even without Lance's indexed merge_insert path.
+    Replace(RecordBatch),
 }
 
 struct TablePlan {
@@ -442,7 +446,16 @@ impl BranchedBackend {
         let ours = side_changes(inner.as_ref(), st, t, &codec, tb, Some(tc)).await?;
         plan.stats.full_compare = theirs.full_compare || ours.full_compare;
         plan.key = key.clone();
-        resolve(t, &key, policy, &theirs, &ours, &mut plan, conflicts);
+        // Whole-row replacement is exact only when the target row is the
+        // source's base row and the source carries every target column.
+        let same_base = tb == sb
+            && tschema
+                .fields()
+                .iter()
+                .all(|f| sschema.field_with_name(f.name()).is_ok());
+        resolve(
+            t, &key, policy, same_base, &theirs, &ours, &mut plan, conflicts,
+        );
         Ok(plan)
     }
 
@@ -504,6 +517,10 @@ impl BranchedBackend {
                 match a {
                     Action::Insert(r) => inserts.push(fit_row(&r, &schema)?),
                     Action::Delete(r) => deletes.push(r),
+                    Action::Replace(r) => {
+                        inserts.push(fit_row(&r, &schema)?);
+                        deletes.push(r);
+                    }
                     Action::Update(r, cols) => {
                         let mut keep = plan.key.clone();
                         keep.extend(cols.into_iter().filter(|c| !plan.key.contains(c)));
@@ -607,10 +624,12 @@ fn tables_differ(a: &BTreeMap<String, TableRef>, b: &BTreeMap<String, TableRef>)
 }
 
 /// Decide, key by key, what to do with the source's changes.
+#[allow(clippy::too_many_arguments)]
 fn resolve(
     t: &str,
     key: &[String],
     policy: ConflictPolicy,
+    same_base: bool,
     theirs: &SideChanges,
     ours: &SideChanges,
     plan: &mut TablePlan,
@@ -667,6 +686,10 @@ fn resolve(
             // Only the source changed this row: take its change. The row on
             // the target is still the source's base row.
             match (&th.base, &th.cur) {
+                (Some(_), Some(c)) if same_base => {
+                    plan.stats.updated += 1;
+                    plan.actions.push(Action::Replace(c.clone()));
+                }
                 (Some(b), Some(c)) => {
                     let cols = changed_columns(b, c);
                     plan.stats.updated += 1;

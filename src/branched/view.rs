@@ -517,9 +517,8 @@ impl BranchedBackend {
         }
         let inner = &self.core.inner;
         inner.invalidate_cache(table);
-        let mut exists = inner.table_exists(table).await?;
-        let own = line_name(self.id);
-        if own.is_none() && !exists {
+        if line_name(self.id).is_none() && !inner.table_exists(table).await? {
+            // A new table on main: an ordinary create of the inner store.
             let made = if batches.iter().any(|b| b.num_rows() > 0) {
                 inner.create_table(table, batches.clone()).await
             } else {
@@ -528,43 +527,18 @@ impl BranchedBackend {
             match made {
                 Ok(()) => {
                     let v = inner.latest_version(table, None).await?;
-                    return self
-                        .core
-                        .publish(
-                            &self.name,
-                            table,
-                            Some(TableRef {
-                                line: None,
-                                version: v,
-                            }),
-                        )
-                        .await;
+                    let r = TableRef {
+                        line: None,
+                        version: v,
+                    };
+                    return self.core.publish(&self.name, table, Some(r)).await;
                 }
-                Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => exists = true,
-                Err(e) => return Err(e),
-            }
-        }
-        if !exists {
-            // The dataset is new: an empty main line that main does not see.
-            match inner.create_empty_table(table, schema.clone()).await {
-                Ok(()) => {}
+                // Created meanwhile by another branch: go on as below.
                 Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => {}
                 Err(e) => return Err(e),
             }
-            inner.notify_table_created(table).await;
         }
-        if let Some(line) = &own {
-            let from = TableRef {
-                line: None,
-                version: inner.latest_version(table, None).await?,
-            };
-            self.core.make_line(&self.name, table, line, from).await?;
-        }
-        let version = inner
-            .overwrite_line(table, own.as_deref(), batches, schema)
-            .await?;
-        self.core
-            .publish(&self.name, table, Some(TableRef { line: own, version }))
-            .await
+        let r = self.create_unpublished(table, batches, schema).await?;
+        self.core.publish(&self.name, table, Some(r)).await
     }
 }

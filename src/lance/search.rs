@@ -80,6 +80,18 @@ fn fixed_dim(dt: &DataType) -> Option<usize> {
     }
 }
 
+/// Run a query and keep its non-empty batches.
+async fn collect_rows(q: impl ExecutableQuery, table: &str) -> Result<Vec<RecordBatch>> {
+    let batches: Vec<RecordBatch> = q
+        .execute()
+        .await
+        .map_err(|e| map_lancedb(e, table))?
+        .try_collect()
+        .await
+        .map_err(|e| map_lancedb(e, table))?;
+    Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
+}
+
 impl LanceDbBackend {
     #[allow(clippy::too_many_arguments)]
     async fn finish_vector_query(
@@ -118,14 +130,7 @@ impl LanceDbBackend {
             }
             q = q.select(Select::columns(cols));
         }
-        let batches: Vec<RecordBatch> = q
-            .execute()
-            .await
-            .map_err(|e| map_lancedb(e, table))?
-            .try_collect()
-            .await
-            .map_err(|e| map_lancedb(e, table))?;
-        Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
+        collect_rows(q, table).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -264,14 +269,7 @@ impl LanceDbBackend {
             validate_filter(&schema, &sql)?;
             q = q.only_if(sql);
         }
-        let batches: Vec<RecordBatch> = q
-            .execute()
-            .await
-            .map_err(|e| map_lancedb(e, table))?
-            .try_collect()
-            .await
-            .map_err(|e| map_lancedb(e, table))?;
-        Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
+        collect_rows(q, table).await
     }
 
     // ---- indexes ----
