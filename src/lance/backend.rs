@@ -49,6 +49,9 @@ impl Default for LanceDbOptions {
     }
 }
 
+/// (table, Lance branch, version) of a cached read-only handle.
+type PinnedKey = (String, Option<String>, u64);
+
 /// The [`StorageBackend`](crate::StorageBackend) on LanceDB / Lance, for a
 /// local directory or `memory://`.
 ///
@@ -76,6 +79,9 @@ pub struct LanceDbBackend {
     pub(crate) sync: Option<Arc<SyncCounter>>,
     existence: RwLock<HashMap<String, bool>>,
     handles: RwLock<HashMap<String, Table>>,
+    /// Read-only handles of exact versions (immutable snapshots), keyed by
+    /// (table, branch, version).
+    pinned: RwLock<HashMap<PinnedKey, Table>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -141,6 +147,7 @@ impl LanceDbBackend {
             sync,
             existence: RwLock::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
+            pinned: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
         })
     }
@@ -207,11 +214,27 @@ impl LanceDbBackend {
         if branch.is_none() && version.is_none() {
             return Ok(base);
         }
+        let branch = branch.filter(|b| *b != "main");
+        let key = version.map(|v| (name.to_string(), branch.map(str::to_string), v));
+        if let Some(k) = &key
+            && let Some(t) = read_lock(&self.pinned).get(k)
+        {
+            return Ok(t.clone());
+        }
         match base
             .checkout_branch(branch.unwrap_or("main"), version)
             .await
         {
-            Ok(t) => Ok(t),
+            Ok(t) => {
+                if let Some(k) = key {
+                    let mut pinned = write_lock(&self.pinned);
+                    if pinned.len() >= 1024 {
+                        pinned.clear();
+                    }
+                    pinned.insert(k, t.clone());
+                }
+                Ok(t)
+            }
             Err(e) => {
                 if let Some(v) = version {
                     let msg = e.to_string();
@@ -274,17 +297,26 @@ impl LanceDbBackend {
         write_lock(&self.existence).insert(name.to_string(), exists);
         if !exists {
             write_lock(&self.handles).remove(name);
+            write_lock(&self.pinned).retain(|(t, _, _), _| t != name);
         }
     }
 
     pub(crate) fn forget(&self, name: &str) {
         write_lock(&self.existence).remove(name);
         write_lock(&self.handles).remove(name);
+        write_lock(&self.pinned).retain(|(t, _, _), _| t != name);
+    }
+
+    /// Drop cached snapshots of one Lance branch of a table (its versions
+    /// mean something else once the branch is removed or re-created).
+    pub(crate) fn forget_line(&self, name: &str, line: &str) {
+        write_lock(&self.pinned).retain(|(t, b, _), _| !(t == name && b.as_deref() == Some(line)));
     }
 
     pub(crate) fn forget_all(&self) {
         write_lock(&self.existence).clear();
         write_lock(&self.handles).clear();
+        write_lock(&self.pinned).clear();
     }
 
     // ---- locks ----

@@ -38,6 +38,7 @@ impl BranchLines for LanceDbBackend {
         from: Option<&str>,
         version: u64,
     ) -> Result<()> {
+        self.forget_line(table, branch);
         let ds = self.dataset(table).await?;
         let mut ds = (*ds).clone();
         let from = Ref::Version(from.map(str::to_string), Some(version));
@@ -48,6 +49,7 @@ impl BranchLines for LanceDbBackend {
     }
 
     async fn drop_line(&self, table: &str, branch: &str) -> Result<()> {
+        self.forget_line(table, branch);
         let ds = self.dataset(table).await?;
         let mut ds = (*ds).clone();
         match ds.force_delete_branch(branch).await {
