@@ -4,6 +4,7 @@
 #[macro_use]
 pub mod conformance;
 mod branched;
+mod cli;
 mod crash;
 mod lance_backend;
 mod merge;
