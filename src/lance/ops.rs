@@ -430,9 +430,14 @@ impl LanceDbBackend {
             .into());
         }
         let _guard = self.lock(&line_key(name, branch)).await;
+        // A handle of its own: restore() turns it into a handle of the
+        // latest version, so it must not be a cached snapshot handle.
         let pinned = self
-            .table_at(name, Some(branch.unwrap_or("main")), Some(version))
-            .await?;
+            .table(name)
+            .await?
+            .checkout_branch(branch.unwrap_or("main"), Some(version))
+            .await
+            .map_err(|e| map_lancedb(e, name))?;
         pinned.restore().await.map_err(|e| map_lancedb(e, name))?;
         table
             .checkout_latest()

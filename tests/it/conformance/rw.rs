@@ -551,7 +551,12 @@ pub async fn versions_and_rollback(f: &dyn Factory) {
         ints(&b.scan(ScanRequest::table("p")).await.unwrap(), "id"),
         vec![0, 1, 2, 7]
     );
-    // Pinned reads still see old versions.
+    // Pinned reads still see old versions, the restored one included.
+    let at_v1 = b
+        .scan(ScanRequest::table("p").at_version(v1))
+        .await
+        .unwrap();
+    assert_eq!(ints(&at_v1, "id"), vec![0, 1, 2]);
     let at_v2 = b
         .scan(ScanRequest::table("p").at_version(v2))
         .await
