@@ -271,7 +271,7 @@ impl BranchedBackend {
             Some(p) => (**p).clone(),
             None => self.core.branch(&source.name, source.id)?.tables,
         };
-        let ours_changed = tables_differ(&tbase, &tcur);
+        let ours_changed = tbase != tcur;
         let mut plans = Vec::new();
         let mut conflicts = Vec::new();
         let names: BTreeSet<String> = sbase.keys().chain(scur.keys()).cloned().collect();
@@ -633,10 +633,6 @@ impl BranchedBackend {
             .await?;
         Ok(TableRef { line: own, version })
     }
-}
-
-fn tables_differ(a: &BTreeMap<String, TableRef>, b: &BTreeMap<String, TableRef>) -> bool {
-    a != b
 }
 
 /// Decide, key by key, what to do with the source's changes.

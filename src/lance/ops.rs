@@ -58,27 +58,25 @@ impl LanceDbBackend {
     ) -> Result<()> {
         validate_table_name(name)?;
         let schema = common_schema(name, &batches)?;
-        let table = self
-            .conn
+        self.conn
             .create_table(name, reader(schema, batches))
             .mode(CreateTableMode::Create)
             .execute()
             .await
             .map_err(|e| map_lancedb(e, name))?;
-        self.remember(name, table);
+        self.remember(name);
         Ok(())
     }
 
     pub(crate) async fn do_create_empty_table(&self, name: &str, schema: SchemaRef) -> Result<()> {
         validate_table_name(name)?;
-        let table = self
-            .conn
+        self.conn
             .create_empty_table(name, schema)
             .mode(CreateTableMode::Create)
             .execute()
             .await
             .map_err(|e| map_lancedb(e, name))?;
-        self.remember(name, table);
+        self.remember(name);
         Ok(())
     }
 
@@ -111,7 +109,7 @@ impl LanceDbBackend {
         result.map_err(|e| map_lancedb(e, name))
     }
 
-    fn remember(&self, name: &str, _table: lancedb::Table) {
+    fn remember(&self, name: &str) {
         // Drop any stale handle; the next call opens a fresh one.
         self.forget(name);
         self.set_existence(name, true);
@@ -377,8 +375,8 @@ impl LanceDbBackend {
                     .execute()
                     .await;
                 match created {
-                    Ok(t) => {
-                        self.remember(name, t);
+                    Ok(_) => {
+                        self.remember(name);
                         Ok(())
                     }
                     // Someone created it meanwhile: replace its contents instead.
