@@ -72,6 +72,11 @@ pub trait BranchLines: StorageBackend {
     /// one. Removing a branch that does not exist succeeds.
     async fn drop_line(&self, table: &str, branch: &str) -> Result<()>;
 
+    /// The Lance branches of `table` that exist in any form: those Lance
+    /// lists and, on a local disk, every directory under `tree/` (a
+    /// half-created "zombie" branch may have only its directory). Sorted.
+    async fn list_lines(&self, table: &str) -> Result<Vec<String>>;
+
     /// Append or overwrite on a line; the new version, `None` if nothing
     /// was committed.
     async fn write_line(

@@ -5,6 +5,7 @@
 pub mod conformance;
 mod branched;
 mod cli;
-mod crash;
+mod crash_injection;
+mod fsck;
 mod lance_backend;
 mod merge;
