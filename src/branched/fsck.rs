@@ -401,7 +401,7 @@ impl BranchedBackend {
                     table: table.clone(),
                 };
                 if repair {
-                    core.inner.drop_table(table).await?;
+                    core.inner.purge_table(table).await?;
                     report.repaired.push(p);
                 } else {
                     found.push(p);

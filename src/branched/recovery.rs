@@ -121,12 +121,7 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
                 let action = if referenced {
                     "finished"
                 } else {
-                    core.inner.invalidate_cache(&table);
-                    match core.inner.drop_table(&table).await {
-                        Ok(()) => {}
-                        Err(e) if matches!(Error::of(&e), Some(Error::TableNotFound(_))) => {}
-                        Err(e) => return Err(e),
-                    }
+                    core.inner.purge_table(&table).await?;
                     core.fail.check("recovery::after_drop_before_record")?;
                     "undone"
                 };

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use lance::dataset::refs::Ref;
 
 use crate::backend::{
-    BranchLines, FilterExpr, IndexInfo, RowChanges, ScalarIndexType, VectorIndexParams, WriteMode,
+    BranchLines, Error, FilterExpr, IndexInfo, RowChanges, ScalarIndexType, VectorIndexParams,
+    WriteMode,
 };
 use crate::lance::backend::{LanceDbBackend, map_lancedb};
 
@@ -89,6 +90,27 @@ impl BranchLines for LanceDbBackend {
             all.extend(dirs);
         }
         Ok(all.into_iter().collect())
+    }
+
+    async fn purge_table(&self, table: &str) -> Result<()> {
+        crate::backend::validate_table_name(table)?;
+        match self.do_drop_table(table).await {
+            Ok(()) => {}
+            Err(e) if matches!(Error::of(&e), Some(Error::TableNotFound(_))) => {}
+            Err(e) => return Err(e),
+        }
+        // What a failed create left may not open as a dataset: remove it.
+        let uri = self.table_uri(table);
+        if !uri.contains("://") {
+            let dir = std::path::PathBuf::from(uri);
+            tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
+            .await?
+            .with_context(|| format!("removing the files of table {table:?}"))?;
+        }
+        Ok(())
     }
 
     async fn write_line(

@@ -9,3 +9,4 @@ mod crash_injection;
 mod fsck;
 mod lance_backend;
 mod merge;
+mod store_faults;
