@@ -35,7 +35,11 @@
 pub mod backend;
 pub mod branched;
 pub mod failpoints;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod lance;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use backend::{
     DistanceMetric, Error, FilterExpr, IndexInfo, IndexKind, Literal, RecordBatchStream,

@@ -74,8 +74,8 @@ impl BranchLines for LanceDbBackend {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             })
-                .await?
-                .with_context(|| format!("removing the directory of branch {branch:?}"))?;
+            .await?
+            .with_context(|| format!("removing the directory of branch {branch:?}"))?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ mod branched;
 mod cli;
 mod crash_injection;
 mod fsck;
+mod fuzz_corpus;
 mod kill_recovery;
 mod lance_backend;
 mod merge;
