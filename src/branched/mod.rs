@@ -11,6 +11,7 @@ mod catalog;
 mod contract;
 mod core;
 mod diff;
+mod history;
 mod merge;
 mod names;
 mod recovery;
@@ -20,6 +21,7 @@ mod view;
 
 pub use catalog::{CatalogState, Record, TableRef};
 pub use diff::{PRIMARY_KEY_METADATA, TableChange, TableDiff};
+pub use history::{History, HistoryEntry, OfflineCatalog, read_catalog_offline};
 pub use merge::{
     Conflict, ConflictKind, ConflictPolicy, MergeOptions, MergeOutcome, MergeReport,
     TableMergeStats,
