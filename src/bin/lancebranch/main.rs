@@ -1,236 +1,245 @@
-//! `lancebranch` command line.
-//!
-//! For now one command, `demo`: creates a branched store, a table with a
-//! vector column, writes and queries it, forks a what-if branch, edits it,
-//! diffs it against main, merges it back with a conflict resolved by policy,
-//! and prints what happened, so a new user sees the library work end to end.
+//! `lancebranch` command line: inspect and change a branched store, and a
+//! demo that shows the library end to end.
 //!
 //! ```text
-//! lancebranch demo [--dir DIR]
+//! lancebranch [--store DIR] [--json] <command>
+//!   demo [--dir DIR]              build a small property graph, branch, merge, crash, recover
+//!   branches                      list branches
+//!   fork NAME [--from B] [--at TAG]
+//!   delete-branch NAME [--cascade]
+//!   tag NAME [--branch B]         tags                        list tags
+//!   diff A [B]  [--rows]          what merging A into B (default main) would bring
+//!   merge SOURCE [--into T] [--policy fail|ours|theirs|TABLE=POLICY] [--key [TABLE=]COLS]
+//!   log                           catalog records since the last checkpoint
+//!   recover                       open the store (runs recovery) and report it
+//!   fsck [--repair]               check the store's consistency
+//!   wal dump                      every frame of the catalog log, read offline
+//!   scan TABLE [--branch B] [--filter SQL] [--limit N] [--columns a,b]
 //! ```
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage error, 3 merge refused because of
+//! conflicts, 4 fsck found problems it did not repair.
 
+mod commands;
+mod crash;
+mod data;
+mod demo;
+mod demo_data;
+mod errors;
+mod output;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{Context, Result};
-use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
-use arrow_array::{Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
-use lancebranch::branched::{BranchedBackend, ConflictPolicy, MergeOptions, PRIMARY_KEY_METADATA};
-use lancebranch::{
-    DistanceMetric, FilterExpr, LanceDbBackend, ScanRequest, StorageBackend, WriteMode,
-};
+use clap::{Parser, Subcommand};
 
-const USAGE: &str = "usage: lancebranch demo [--dir DIR]";
+use crate::output::Out;
+
+/// Exit code: merge refused because of conflicts.
+pub const EXIT_CONFLICTS: u8 = 3;
+/// Exit code: fsck found problems it did not repair.
+pub const EXIT_FSCK_PROBLEMS: u8 = 4;
+
+/// Git-like, crash-safe branches for Arrow/Lance table stores.
+#[derive(Debug, Parser)]
+#[command(name = "lancebranch", version, about, long_about = None)]
+#[command(after_help = "Exit codes: 0 ok, 1 error, 2 usage error, \
+3 merge refused because of conflicts, 4 fsck found problems it did not repair.")]
+pub struct Cli {
+    /// The store directory.
+    #[arg(
+        long,
+        global = true,
+        env = "LANCEBRANCH_STORE",
+        default_value = "./lancebranch-demo"
+    )]
+    pub store: PathBuf,
+    /// Print one JSON document on stdout instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a small property graph in a fresh store, query it, branch it,
+    /// merge with a conflict, crash mid-merge on purpose and recover.
+    Demo {
+        /// Where to build the demo store (default: --store). An existing
+        /// demo store there is replaced.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// List branches: parent, fork tag, tables, tables materialized on the
+    /// branch's own Lance lines.
+    Branches,
+    /// Fork a new branch (one catalog record, no data copied).
+    Fork {
+        /// The new branch.
+        name: String,
+        /// The branch to fork from.
+        #[arg(long, default_value = "main", conflicts_with = "at")]
+        from: String,
+        /// Fork from what this tag pins instead.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Delete a branch and its Lance branches.
+    DeleteBranch {
+        /// The branch.
+        name: String,
+        /// Delete its child branches too.
+        #[arg(long)]
+        cascade: bool,
+    },
+    /// Tag what a branch sees now.
+    Tag {
+        /// The tag.
+        name: String,
+        /// The branch to tag.
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// List tags.
+    Tags,
+    /// The changes branch A made since its merge base with B: what merging
+    /// A into B would bring.
+    Diff {
+        /// The branch whose changes are shown.
+        a: String,
+        /// The branch compared against.
+        #[arg(default_value = "main")]
+        b: String,
+        /// Print the changed rows too.
+        #[arg(long)]
+        rows: bool,
+        /// Primary key: `COL[,COL..]` for every table or `TABLE=COL[,COL..]`
+        /// (default: the schema's `lancebranch.primary_key`).
+        #[arg(long = "key", value_name = "[TABLE=]COLS", value_parser = data::parse_key)]
+        keys: Vec<data::KeyArg>,
+    },
+    /// Merge SOURCE into a branch. Exits 3 when conflicts refuse the merge.
+    Merge {
+        /// The branch merged from.
+        source: String,
+        /// The branch merged into.
+        #[arg(long, default_value = "main")]
+        into: String,
+        /// Conflict policy: `fail` (apply nothing, report conflicts),
+        /// `ours`, `theirs`, for every table or as `TABLE=POLICY`.
+        #[arg(long = "policy", value_name = "[TABLE=]POLICY", value_parser = data::parse_policy)]
+        policies: Vec<data::PolicyArg>,
+        /// Primary key: `COL[,COL..]` for every table or `TABLE=COL[,COL..]`.
+        #[arg(long = "key", value_name = "[TABLE=]COLS", value_parser = data::parse_key)]
+        keys: Vec<data::KeyArg>,
+    },
+    /// The catalog's history: records since the last checkpoint, with LSNs.
+    Log,
+    /// Open the store, which runs recovery, and report what was pending and
+    /// what recovery did.
+    Recover,
+    /// Check the store's consistency. Exits 4 when problems remain.
+    Fsck {
+        /// Repair what can be repaired.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// The catalog's write-ahead log.
+    Wal {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+    /// Print rows of a table on a branch.
+    Scan {
+        /// The table.
+        table: String,
+        /// The branch.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// A SQL filter (a WHERE clause without the keyword).
+        #[arg(long)]
+        filter: Option<String>,
+        /// At most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only these columns.
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+    },
+    /// (internal) Start a merge that stops at a fail point and exit without
+    /// cleaning up, as a crash would. Used by `demo`.
+    #[command(name = "__crash-merge", hide = true)]
+    CrashMerge {
+        /// The store.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The branch merged from.
+        #[arg(long)]
+        source: String,
+        /// The branch merged into.
+        #[arg(long, default_value = "main")]
+        into: String,
+    },
+}
+
+/// `wal` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Every frame of the catalog log (LSN, record), read offline: works
+    /// without opening the store, even while another process has it open.
+    Dump,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("demo") => parse_dir(&args[1..]).and_then(|dir| {
-            tokio::runtime::Runtime::new()
-                .context("starting the async runtime")?
-                .block_on(demo(&dir))
-        }),
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let cli = Cli::parse();
+    let out = Out { json: cli.json };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(cli, out)));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+        Ok(code) => ExitCode::from(code),
+        Err(e) => errors::report(&e, out),
+    }
+}
+
+/// Run one command; `Ok` carries the exit code.
+async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
+    let store = cli.store;
+    match cli.command {
+        Command::Demo { dir } => demo::run(&dir.unwrap_or(store), out).await,
+        Command::Branches => commands::branches(&store, out).await,
+        Command::Fork { name, from, at } => {
+            commands::fork(&store, out, &name, &from, at.as_deref()).await
         }
+        Command::DeleteBranch { name, cascade } => {
+            commands::delete_branch(&store, out, &name, cascade).await
+        }
+        Command::Tag { name, branch } => commands::tag(&store, out, &name, &branch).await,
+        Command::Tags => commands::tags(&store, out).await,
+        Command::Diff { a, b, rows, keys } => data::diff(&store, out, &a, &b, rows, &keys).await,
+        Command::Merge {
+            source,
+            into,
+            policies,
+            keys,
+        } => data::merge(&store, out, &source, &into, &policies, &keys).await,
+        Command::Log => commands::log(&store, out).await,
+        Command::Recover => commands::recover(&store, out).await,
+        Command::Fsck { repair } => commands::fsck(&store, out, repair).await,
+        Command::Wal {
+            command: WalCommand::Dump,
+        } => commands::wal_dump(&store, out),
+        Command::Scan {
+            table,
+            branch,
+            filter,
+            limit,
+            columns,
+        } => data::scan(&store, out, &table, &branch, filter, limit, columns).await,
+        Command::CrashMerge { dir, source, into } => crash::run(&dir, &source, &into).await,
     }
-}
-
-fn parse_dir(args: &[String]) -> Result<String> {
-    match args {
-        [] => Ok("./lancebranch-demo".to_string()),
-        [flag, dir] if flag == "--dir" => Ok(dir.clone()),
-        _ => anyhow::bail!("{USAGE}"),
-    }
-}
-
-fn vertices(ids: std::ops::Range<i64>) -> Result<RecordBatch> {
-    let key = [(PRIMARY_KEY_METADATA.to_string(), "id".to_string())];
-    let schema = Arc::new(Schema::new_with_metadata(
-        vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("label", DataType::Utf8, true),
-            Field::new(
-                "embedding",
-                DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), 3),
-                true,
-            ),
-        ],
-        key.into_iter().collect(),
-    ));
-    let mut emb = FixedSizeListBuilder::new(Float32Builder::new(), 3);
-    let mut labels = Vec::new();
-    for i in ids.clone() {
-        let x = i as f32;
-        emb.values().append_slice(&[x.sin(), x.cos(), x / 100.0]);
-        emb.append(true);
-        labels.push(if i % 3 == 0 { "person" } else { "place" }.to_string());
-    }
-    Ok(RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from_iter_values(ids)),
-            Arc::new(StringArray::from(labels)),
-            Arc::new(emb.finish()),
-        ],
-    )?)
-}
-
-fn labels(ids: &[i64], label: &str) -> Result<RecordBatch> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("label", DataType::Utf8, true),
-    ]));
-    Ok(RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(ids.to_vec())),
-            Arc::new(StringArray::from(vec![label; ids.len()])),
-        ],
-    )?)
-}
-
-async fn demo(dir: &str) -> Result<()> {
-    let started = Instant::now();
-    let inner = Arc::new(LanceDbBackend::open(dir).await?);
-    let main = BranchedBackend::open(inner).await?;
-    println!("store      {}", main.base_uri());
-    // Start from a clean slate when the demo runs again in the same place.
-    if main.branch("what-if").is_ok() {
-        main.delete_branch("what-if", true).await?;
-    }
-    if main.table_exists("vertices").await? {
-        main.drop_table("vertices").await?;
-    }
-    main.create_table("vertices", vec![vertices(0..100)?])
-        .await?;
-    main.write("vertices", vec![vertices(100..150)?], WriteMode::Append)
-        .await?;
-    main.delete_rows("vertices", "id >= 140").await?;
-    let version = main.get_table_version("vertices").await?.unwrap_or(0);
-    println!(
-        "vertices   {} rows at version {version}",
-        main.count_rows("vertices", None).await?
-    );
-    let people = main
-        .count_rows(
-            "vertices",
-            FilterExpr::eq("label", "person").to_sql().as_deref(),
-        )
-        .await?;
-    println!("persons    {people}");
-    let first = main
-        .scan(
-            ScanRequest::table("vertices")
-                .columns(["id", "label"])
-                .limit(3),
-        )
-        .await?;
-    println!("{}", arrow::util::pretty::pretty_format_batches(&first)?);
-    let near = main
-        .vector_search(
-            "vertices",
-            "embedding",
-            &[0.0, 1.0, 0.5],
-            3,
-            DistanceMetric::L2,
-            FilterExpr::All,
-            Default::default(),
-        )
-        .await?;
-    println!("nearest    {:?} to [0, 1, 0.5]", ids_of(&near));
-
-    // A what-if branch: fork, edit, diff, merge back.
-    let t = Instant::now();
-    let what_if = main.fork("what-if").await?;
-    println!(
-        "fork       'what-if' in {:.2?} (no data copied)",
-        t.elapsed()
-    );
-    what_if
-        .merge_insert("vertices", &["id"], vec![labels(&[1, 2, 4], "hub")?])
-        .await?;
-    what_if
-        .write("vertices", vec![vertices(200..205)?], WriteMode::Append)
-        .await?;
-    what_if.delete_rows("vertices", "id = 5").await?;
-    main.merge_insert("vertices", &["id"], vec![labels(&[1], "landmark")?])
-        .await?;
-    println!(
-        "branch     what-if has {} rows, main has {}",
-        what_if.count_rows("vertices", None).await?,
-        main.count_rows("vertices", None).await?
-    );
-    for d in main.diff(&what_if).await? {
-        let (i, u, x) = d.counts;
-        println!(
-            "diff       {}: {i} inserted, {u} updated, {x} deleted",
-            d.table
-        );
-    }
-    let failed = main.merge(&what_if, MergeOptions::default()).await?;
-    println!(
-        "merge      default policy: {:?}, {} conflict(s), nothing applied",
-        failed.outcome,
-        failed.conflicts.len()
-    );
-    for c in &failed.conflicts {
-        println!(
-            "conflict   {:?} on {} column {:?}: ours {:?}, theirs {:?}",
-            c.kind, c.key, c.column, c.ours, c.theirs
-        );
-    }
-    let t = Instant::now();
-    let merged = main
-        .merge(
-            &what_if,
-            MergeOptions::default().policy("vertices", ConflictPolicy::Theirs),
-        )
-        .await?;
-    let stats = merged.tables.get("vertices").cloned().unwrap_or_default();
-    println!(
-        "merge      policy Theirs: {:?} in {:.2?}: {} inserted, {} updated, {} deleted",
-        merged.outcome,
-        t.elapsed(),
-        stats.inserted,
-        stats.updated,
-        stats.deleted
-    );
-    println!(
-        "main       {} rows; hubs: {:?}",
-        main.count_rows("vertices", None).await?,
-        ids_of(
-            &main
-                .scan(ScanRequest::table("vertices").filter("label = 'hub'"))
-                .await?
-        )
-    );
-    println!("done in    {:.2?}", started.elapsed());
-    Ok(())
-}
-
-fn ids_of(batches: &[RecordBatch]) -> Vec<i64> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
-                .map(|a| a.values().to_vec())
-                .unwrap_or_default()
-        })
-        .collect()
 }
