@@ -6,5 +6,6 @@ pub mod conformance;
 mod branched;
 mod cli;
 mod crash;
+mod history;
 mod lance_backend;
 mod merge;

@@ -300,8 +300,13 @@ pub async fn merge(
                 .unwrap_or_default()
         );
     }
+    let label = if report.is_conflicted() {
+        "conflict"
+    } else {
+        "resolved"
+    };
     for c in &report.conflicts {
-        println!("  conflict {}", conflict_line(c));
+        println!("  {label} {}", conflict_line(c));
     }
     if report.is_conflicted() {
         eprintln!(

@@ -32,7 +32,7 @@ use crate::output::{Out, describe, ms, table_text};
 const N_VERTICES: i64 = 200;
 const N_EDGES: i64 = 600;
 /// The number of timed steps (for the progress bar).
-const STEPS: u64 = 13;
+const STEPS: u64 = 14;
 
 /// The demo's running state: timings, facts for `--json`, progress.
 struct Demo {
@@ -196,9 +196,16 @@ pub async fn run(dir: &Path, out: Out) -> Result<u8> {
     println!("  {:<22} {:>9.2} ms", "total", ms(total));
     let s = dir.display();
     println!();
-    println!("explore: lancebranch --store {s} branches | tags | log | wal dump | fsck");
-    println!("         lancebranch --store {s} diff what-if --rows");
-    println!("         lancebranch --store {s} scan vertices --filter \"label = 'hub'\"");
+    println!(
+        "explore: lancebranch --store {s} branches   (or: tags, log, wal dump, fsck, recover)"
+    );
+    println!("         lancebranch --store {s} diff experiment --rows");
+    println!("         lancebranch --store {s} merge experiment   (refused: exit code 3)");
+    println!("         lancebranch --store {s} merge experiment --policy theirs");
+    println!(
+        "         lancebranch --store {s} scan vertices --filter \"label = 'hub'\" --columns id,label"
+    );
+    println!("         add --json to any command for one JSON document");
     Ok(0)
 }
 
@@ -522,5 +529,26 @@ async fn crash_and_recover(
     );
     d.fact("final_edges", json!(edges_after));
     d.fact("final_hubs", json!(hubs2));
+    leave_experiment(d, &main).await
+}
+
+/// Leave a branch to explore with the other commands: `experiment`, which
+/// conflicts with main on vertex 3, and deletes edge 30.
+async fn leave_experiment(d: &mut Demo, main: &BranchedBackend) -> Result<()> {
+    d.start("leave a branch to explore");
+    let t = Instant::now();
+    let exp = main.fork("experiment").await?;
+    exp.transaction()
+        .merge_insert(VERTICES, &["id"], vec![relabel(&[3], "hub")?])
+        .delete_rows(EDGES, "id = 30")
+        .commit()
+        .await?;
+    main.merge_insert(VERTICES, &["id"], vec![relabel(&[3], "vip")?])
+        .await?;
+    d.took("leave a branch", t);
+    d.say(
+        "left",
+        "branch experiment: vertex 3 is \"hub\" there and \"vip\" on main (a conflict), edge 30 deleted",
+    );
     Ok(())
 }
