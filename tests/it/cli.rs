@@ -74,6 +74,28 @@ fn demo_runs_twice_and_every_command_speaks_json() {
         }
     }
 
+    // The demo's own JSON document (a third run, through --store).
+    let demo = json(store, &["demo"], 0);
+    let f = &demo["facts"];
+    assert_eq!(f["refused"]["outcome"], "conflicted");
+    assert_eq!(f["refused"]["conflicts"][0]["kind"], "divergent_update");
+    assert_eq!(f["merged"]["outcome"], "merged");
+    assert_eq!(f["pending_after_crash"].as_array().unwrap().len(), 1);
+    assert_eq!(f["merge_absent_after_crash"], true);
+    assert_eq!(f["final_merge"]["outcome"], "fast_forward");
+    assert_eq!(f["final_hubs"], serde_json::json!([1, 2, 4, 7]));
+    let steps: Vec<&str> = demo["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"fork") && steps.contains(&"reopen (recovery)"),
+        "{steps:?}"
+    );
+    assert!(demo["steps"][4]["ms"].as_f64().unwrap() >= 0.0);
+
     let b = json(store, &["branches"], 0);
     let names: Vec<&str> = b["branches"]
         .as_array()

@@ -163,7 +163,8 @@ pub async fn diff(
     Ok(0)
 }
 
-fn outcome_name(o: MergeOutcome) -> &'static str {
+/// The stable snake_case name of a merge outcome.
+pub fn outcome_name(o: MergeOutcome) -> &'static str {
     match o {
         MergeOutcome::AlreadyUpToDate => "already_up_to_date",
         MergeOutcome::FastForward => "fast_forward",

@@ -22,7 +22,7 @@ use lancebranch::{
 use serde_json::{Map, Value, json};
 
 use crate::crash::{CRASH_EXIT, FAIL_POINT};
-use crate::data::{conflict_json, conflict_line, report_json};
+use crate::data::{conflict_json, conflict_line, outcome_name, report_json};
 use crate::demo_data::{
     EDGES, VERTICES, edges, edges_between, embedding, first_str, i64s, relabel, reweigh, vertices,
 };
@@ -52,6 +52,17 @@ impl Demo {
         match &self.pb {
             Some(pb) => pb.suspend(|| println!("{line}")),
             None => println!("{line}"),
+        }
+    }
+
+    /// Print a block of text as it is (human output only).
+    fn block(&self, text: &str) {
+        if self.out.json {
+            return;
+        }
+        match &self.pb {
+            Some(pb) => pb.suspend(|| println!("{text}")),
+            None => println!("{text}"),
         }
     }
 
@@ -268,9 +279,7 @@ async fn steps(d: &mut Demo, dir: &Path) -> Result<()> {
         ),
     );
     d.say("vector", "3 persons nearest to vertex 42's embedding:");
-    if !d.out.json {
-        println!("{}", table_text(&near)?);
-    }
+    d.block(&table_text(&near)?);
     let nearest = i64s(&near, "id");
     d.fact("persons", json!(persons));
     d.fact("nearest", json!(nearest));
@@ -374,7 +383,7 @@ async fn steps(d: &mut Demo, dir: &Path) -> Result<()> {
     d.fact(
         "refused",
         json!({
-            "outcome": format!("{:?}", refused.outcome),
+            "outcome": outcome_name(refused.outcome),
             "conflicts": refused.conflicts.iter().map(conflict_json).collect::<Vec<_>>(),
         }),
     );
@@ -384,12 +393,20 @@ async fn steps(d: &mut Demo, dir: &Path) -> Result<()> {
     let opts = MergeOptions::default().policy(VERTICES, ConflictPolicy::Theirs);
     let merged = main.merge(&what_if, opts).await?;
     let took = d.took("merge, theirs", t);
+    d.say(
+        "merge",
+        format!(
+            "policy theirs on {VERTICES}: {:?} in {:.1} ms",
+            merged.outcome,
+            ms(took)
+        ),
+    );
     for (table, s) in &merged.tables {
         d.say(
-            "merge",
+            "",
             format!(
-                "policy theirs: {:?} {table}: {} inserted, {} updated, {} deleted",
-                merged.outcome, s.inserted, s.updated, s.deleted
+                "{table}: {} inserted, {} updated, {} deleted",
+                s.inserted, s.updated, s.deleted
             ),
         );
     }
