@@ -72,6 +72,16 @@ pub trait BranchLines: StorageBackend {
     /// one. Removing a branch that does not exist succeeds.
     async fn drop_line(&self, table: &str, branch: &str) -> Result<()>;
 
+    /// The Lance branches of `table` that exist in any form: those Lance
+    /// lists and, on a local disk, every directory under `tree/` (a
+    /// half-created "zombie" branch may have only its directory). Sorted.
+    async fn list_lines(&self, table: &str) -> Result<Vec<String>>;
+
+    /// Remove everything stored for `table`, including a dataset whose
+    /// creation failed half-way and cannot be opened. Removing a table that
+    /// does not exist succeeds. Only for datasets nothing reads.
+    async fn purge_table(&self, table: &str) -> Result<()>;
+
     /// Append or overwrite on a line; the new version, `None` if nothing
     /// was committed.
     async fn write_line(

@@ -174,6 +174,19 @@ pub enum Record {
         /// Operation id.
         op: u64,
     },
+    /// About to create the dataset of `table`, new to the store.
+    BeginCreate {
+        /// Operation id.
+        op: u64,
+        /// The table.
+        table: String,
+    },
+    /// The table of [`Record::BeginCreate`] `op` is published (in the same
+    /// log write as the publish).
+    EndCreate {
+        /// Operation id.
+        op: u64,
+    },
 }
 
 /// Merge bases of one (target, source) pair: each side's tables as of
@@ -365,8 +378,12 @@ impl CatalogState {
                     },
                 );
             }
-            Record::EndMerge { op } => {
+            Record::EndMerge { op } | Record::EndCreate { op } => {
                 self.pending.remove(op);
+            }
+            Record::BeginCreate { op, .. } => {
+                self.pending.insert(*op, rec.clone());
+                self.next_id = self.next_id.max(op + 1);
             }
         }
     }
@@ -380,6 +397,27 @@ impl CatalogState {
                 all.insert((table.clone(), line.clone()));
             }
         }
+        all
+    }
+
+    /// Every table that a branch, fork point, tag, merge base or Lance
+    /// line of the catalog mentions: the datasets that must be kept.
+    /// Tables that only pending operations mention are not included.
+    pub fn referenced_tables(&self) -> BTreeSet<String> {
+        let mut all = BTreeSet::new();
+        for b in self.branches.values() {
+            all.extend(b.tables.keys().cloned());
+            all.extend(b.fork_point.keys().cloned());
+        }
+        for t in self.tags.values() {
+            all.extend(t.tables.keys().cloned());
+        }
+        for mb in self.merge_bases.values() {
+            all.extend(mb.target.keys().cloned());
+            all.extend(mb.source.keys().cloned());
+        }
+        all.extend(self.lines.iter().map(|(t, _)| t.clone()));
+        all.extend(self.line_origin.keys().map(|(t, _)| t.clone()));
         all
     }
 

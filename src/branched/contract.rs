@@ -59,6 +59,7 @@ impl BranchedBackend {
     async fn do_rollback(&self, table: &str, target: u64) -> Result<()> {
         self.writable()?;
         validate_table_name(table)?;
+        let _gate = self.core.gate.read().await;
         let lock = self.core.op_lock(&self.name, table);
         let _g = lock.lock().await;
         let current = self.table_ref(table)?;
@@ -102,6 +103,7 @@ impl BranchedBackend {
     async fn do_optimize(&self, table: &str) -> Result<()> {
         self.writable()?;
         validate_table_name(table)?;
+        let _gate = self.core.gate.read().await;
         let lock = self.core.op_lock(&self.name, table);
         let _g = lock.lock().await;
         let current = self.table_ref(table)?;
@@ -135,6 +137,7 @@ impl BranchedBackend {
 
     async fn do_recover_staging(&self, table: &str) -> Result<()> {
         validate_table_name(table)?;
+        let _gate = self.core.gate.write().await;
         crate::branched::recovery::recover_pending(&self.core).await?;
         if self.pinned.is_none() {
             crate::branched::recovery::heal_table(&self.core, &self.name, self.id, table).await?;
@@ -298,12 +301,16 @@ impl StorageBackend for BranchedBackend {
         if !self.exists_here(name)? {
             return self.create(name, batches, schema).await;
         }
-        self.mutate(name, move |inner, line| async move {
-            inner
-                .overwrite_line(name, line.as_deref(), batches, schema)
-                .await
-                .map(Some)
-        })
+        self.mutate_at(
+            name,
+            "replace::after_commit_before_publish",
+            move |inner, line| async move {
+                inner
+                    .overwrite_line(name, line.as_deref(), batches, schema)
+                    .await
+                    .map(Some)
+            },
+        )
         .await
     }
 

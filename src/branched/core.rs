@@ -20,7 +20,13 @@ pub(crate) struct Core {
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per (branch, table): a created line whose `EndLine` is logged with
     /// the next publish of the table (saving one log sync).
-    pending_ends: Mutex<HashMap<String, u64>>,
+    pending_ends: Mutex<HashMap<String, Vec<Record>>>,
+    /// What recovery did when the store was opened.
+    pub(crate) recovery: crate::branched::RecoveryReport,
+    /// Multi-step operations run holding it shared; recovering on a live
+    /// store holds it exclusively, so it only ever sees operations that
+    /// failed or were cut, never one in flight.
+    pub(crate) gate: tokio::sync::RwLock<()>,
 }
 
 fn key(branch: &str, table: &str) -> String {
@@ -47,6 +53,8 @@ impl Core {
             op_locks: Mutex::new(HashMap::new()),
             user_locks: Mutex::new(HashMap::new()),
             pending_ends: Mutex::new(HashMap::new()),
+            recovery: Default::default(),
+            gate: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -110,14 +118,14 @@ impl Core {
         tables: Vec<(String, Option<TableRef>)>,
         extra: Vec<Record>,
     ) -> Result<()> {
-        let ends: Vec<u64> = {
+        let mut recs: Vec<Record> = {
             let mut pe = self.pending_ends.lock().unwrap_or_else(|p| p.into_inner());
             tables
                 .iter()
                 .filter_map(|(t, _)| pe.remove(&key(branch, t)))
+                .flatten()
                 .collect()
         };
-        let mut recs: Vec<Record> = ends.into_iter().map(|op| Record::EndLine { op }).collect();
         recs.push(Record::Publish {
             branch: branch.to_string(),
             tables,
@@ -220,11 +228,32 @@ impl Core {
             .create_line(table, line, from.line.as_deref(), from.version)
             .await?;
         self.fail.check("line::after_create_before_end")?;
+        self.end_with_publish(branch, table, Record::EndLine { op });
+        self.inner.notify_table_created(table).await;
+        Ok(())
+    }
+
+    /// Log `end` with the next publish of `table` on `branch`.
+    pub(crate) fn end_with_publish(&self, branch: &str, table: &str, end: Record) {
         self.pending_ends
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key(branch, table), op);
-        self.inner.notify_table_created(table).await;
+            .entry(key(branch, table))
+            .or_default()
+            .push(end);
+    }
+
+    /// Log the start of the creation of `table`'s dataset (synced), to be
+    /// ended by the publish of `table` on `branch`; a crash in between
+    /// makes recovery drop the dataset if nothing reads it.
+    pub(crate) async fn begin_create(&self, branch: &str, table: &str) -> Result<()> {
+        let op = self.catalog.fresh_id();
+        self.commit(Record::BeginCreate {
+            op,
+            table: table.to_string(),
+        })
+        .await?;
+        self.end_with_publish(branch, table, Record::EndCreate { op });
         Ok(())
     }
 }

@@ -483,6 +483,7 @@ impl BranchedBackend {
         plans: Vec<TablePlan>,
         scur: &BTreeMap<String, TableRef>,
     ) -> Result<Vec<(String, Option<u64>)>> {
+        let _gate = self.core.gate.read().await;
         let op = self.core.catalog.fresh_id();
         self.core
             .commit(Record::BeginMerge {
@@ -512,6 +513,7 @@ impl BranchedBackend {
                 let r = self.create_unpublished(&t, rows, schema).await?;
                 published.push((t.clone(), Some(r.version)));
                 refs.push((t, Some(r)));
+                self.core.fail.check("merge::after_table_applied")?;
                 continue;
             }
             if plan.actions.is_empty() && plan.add_columns.is_none() {
@@ -575,6 +577,7 @@ impl BranchedBackend {
             }
             published.push((t.clone(), Some(version)));
             refs.push((t, Some(TableRef { line, version })));
+            self.core.fail.check("merge::after_table_applied")?;
         }
         self.core.fail.check("merge::after_apply_before_publish")?;
         let mut target_after = self.core.branch(&self.name, self.id)?.tables;
@@ -613,6 +616,7 @@ impl BranchedBackend {
         let inner = &self.core.inner;
         inner.invalidate_cache(table);
         if !inner.table_exists(table).await? {
+            self.core.begin_create(&self.name, table).await?;
             match inner.create_empty_table(table, schema.clone()).await {
                 Ok(()) => {}
                 Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => {}

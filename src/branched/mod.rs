@@ -5,12 +5,13 @@
 //! One concern per file: `catalog` (state machine over the WAL,
 //! checkpoints), `core` (shared state, locks, line creation), `view` (a
 //! branch view and the branch operations), `contract` (the
-//! `StorageBackend` implementation of a view), `recovery`, `names`.
+//! `StorageBackend` implementation of a view), `recovery`, `fsck`, `names`.
 
 mod catalog;
 mod contract;
 mod core;
 mod diff;
+mod fsck;
 mod history;
 mod merge;
 mod names;
@@ -21,11 +22,13 @@ mod view;
 
 pub use catalog::{CatalogState, Record, TableRef};
 pub use diff::{PRIMARY_KEY_METADATA, TableChange, TableDiff};
+pub use fsck::{FsckProblem, FsckReport};
 pub use history::{History, HistoryEntry, OfflineCatalog, read_catalog_offline};
 pub use merge::{
     Conflict, ConflictKind, ConflictPolicy, MergeOptions, MergeOutcome, MergeReport,
     TableMergeStats,
 };
 pub use names::{MAIN, validate_branch_name, validate_tag_name};
+pub use recovery::{RecoveredOp, RecoveryReport};
 pub use txn::Transaction;
 pub use view::{BranchInfo, BranchedBackend, TagInfo};

@@ -10,48 +10,131 @@
 //! | line creation (first write on a branch) | `BeginLine` … `EndLine` | remove the Lance branch, whole or "zombie"; log `Abort` |
 //! | branch deletion | `BeginDelete` … `EndDelete` | remove the remaining Lance branches; log `EndDelete` |
 //! | merge | `BeginMerge` … the publish (which carries `EndMerge`) | log `Abort`: the merge never happened |
+//! | creating a table's dataset | `BeginCreate` … the publish (which carries `EndCreate`) | drop the dataset unless a branch reads it; log `Abort` |
 //! | a write | Lance commit … `Publish` | nothing at open: the version is invisible (reads use the published one) and the next change of the table restores the published version first (see [`BranchedBackend::recover_staging`](crate::StorageBackend::recover_staging)) |
 //!
 //! Each recovery step is idempotent, so a crash during recovery is handled
 //! by recovering again.
 
 use anyhow::Result;
+use serde::Serialize;
 
 use crate::backend::Error;
 use crate::branched::catalog::Record;
 use crate::branched::core::Core;
 
+/// What recovery did when a store was opened: one entry per operation a
+/// crash had interrupted. Empty after a clean shutdown.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(main: lancebranch::branched::BranchedBackend) {
+/// for op in &main.last_recovery().operations {
+///     println!("{op}");
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecoveryReport {
+    /// The interrupted operations, in the order they were handled.
+    pub operations: Vec<RecoveredOp>,
+}
+
+/// One interrupted operation and what recovery did about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecoveredOp {
+    /// The operation id in the catalog log.
+    pub op: u64,
+    /// What it was: `"line creation"`, `"branch deletion"`, `"merge"` or
+    /// `"table creation"`.
+    pub kind: String,
+    /// `"undone"` (as if it never began) or `"finished"`.
+    pub action: String,
+    /// Details: the table and Lance branch, the branches deleted, or the
+    /// merge's source and target.
+    pub detail: String,
+}
+
+impl std::fmt::Display for RecoveredOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "op {}: {} {} ({})",
+            self.op, self.kind, self.action, self.detail
+        )
+    }
+}
+
 /// Finish or undo every pending operation of the catalog.
-pub(crate) async fn recover_pending(core: &Core) -> Result<()> {
-    let pending: Vec<(u64, Record)> = core
+pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
+    let mut pending: Vec<(u64, Record)> = core
         .catalog
         .read()
         .pending
         .iter()
         .map(|(k, v)| (*k, v.clone()))
         .collect();
+    // Dataset creations last: whether a dataset is still read is known
+    // once the half-made lines on it are gone.
+    pending.sort_by_key(|(op, r)| (matches!(r, Record::BeginCreate { .. }), *op));
+    let mut report = RecoveryReport::default();
     for (op, rec) in pending {
+        let done = |kind: &str, action: &str, detail: String| RecoveredOp {
+            op,
+            kind: kind.to_string(),
+            action: action.to_string(),
+            detail,
+        };
         match rec {
             Record::BeginLine { table, line, .. } => {
-                drop_lines(core, &[(table, line)]).await?;
+                drop_lines(core, &[(table.clone(), line.clone())]).await?;
                 core.fail.check("recovery::after_drop_before_record")?;
                 core.commit(Record::Abort { op }).await?;
+                let detail = format!("Lance branch {line:?} of table {table:?} removed");
+                report
+                    .operations
+                    .push(done("line creation", "undone", detail));
             }
-            Record::BeginDelete { lines, .. } => {
+            Record::BeginDelete {
+                lines, branches, ..
+            } => {
                 drop_lines(core, &lines).await?;
                 core.fail.check("recovery::after_drop_before_record")?;
                 core.commit(Record::EndDelete { op }).await?;
+                let detail = format!("branches {branches:?}, {} Lance branches", lines.len());
+                report
+                    .operations
+                    .push(done("branch deletion", "finished", detail));
             }
-            Record::BeginMerge { .. } => {
+            Record::BeginMerge { target, source, .. } => {
                 // Nothing of the merge was published: undo it. Its Lance
                 // versions are unpublished and restored away before the
                 // tables' next change.
                 core.commit(Record::Abort { op }).await?;
+                let detail = format!("{source:?} into {target:?}");
+                report.operations.push(done("merge", "undone", detail));
+            }
+            Record::BeginCreate { table, .. } => {
+                // Drop the dataset unless a branch reads it (another branch
+                // may have created its table on the same dataset).
+                let referenced = core.catalog.read().referenced_tables().contains(&table);
+                let action = if referenced {
+                    "finished"
+                } else {
+                    core.inner.purge_table(&table).await?;
+                    core.fail.check("recovery::after_drop_before_record")?;
+                    "undone"
+                };
+                core.commit(Record::Abort { op }).await?;
+                let detail = format!("dataset of table {table:?}");
+                report
+                    .operations
+                    .push(done("table creation", action, detail));
             }
             _ => {}
         }
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Remove Lance lines, in order; a table that no longer exists has none.

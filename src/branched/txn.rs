@@ -108,6 +108,7 @@ impl Transaction {
         if names.is_empty() {
             return Ok(());
         }
+        let _gate = view.core.gate.read().await;
         let locks: Vec<_> = names
             .iter()
             .map(|t| view.core.op_lock(&view.name, t))

@@ -114,11 +114,52 @@ impl BranchedBackend {
     /// # Ok(()) }
     /// ```
     pub async fn open(inner: Arc<dyn BranchLines>) -> Result<Self> {
+        Self::open_armed(inner, &[]).await
+    }
+
+    /// [`open`](Self::open) with fail points armed before recovery runs, to
+    /// crash recovery itself: each `(name, skip)` stops at hit `skip + 1`
+    /// of fail point `name`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open); [`Error::FailPoint`] when recovery is cut;
+    /// [`Error::InvalidArgument`] for an unknown fail point.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(inner: std::sync::Arc<lancebranch::LanceDbBackend>) -> anyhow::Result<()> {
+    /// use lancebranch::branched::BranchedBackend;
+    /// // Cut recovery after it removed a half-made Lance branch...
+    /// let _ = BranchedBackend::open_with_failpoints(
+    ///     inner.clone(),
+    ///     &[("recovery::after_drop_before_record", 0)],
+    /// )
+    /// .await;
+    /// // ...and recover again.
+    /// let main = BranchedBackend::open(inner).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "failpoints")]
+    pub async fn open_with_failpoints(
+        inner: Arc<dyn BranchLines>,
+        points: &[(&str, u64)],
+    ) -> Result<Self> {
+        Self::open_armed(inner, points).await
+    }
+
+    async fn open_armed(inner: Arc<dyn BranchLines>, points: &[(&str, u64)]) -> Result<Self> {
         let base_uri = inner.base_uri().to_string();
         let dir = catalog_dir(&base_uri);
         let catalog = tokio::task::spawn_blocking(move || Catalog::open(dir.as_deref())).await??;
-        let core = Arc::new(Core::new(inner, catalog));
-        crate::branched::recovery::recover_pending(&core).await?;
+        let mut core = Core::new(inner, catalog);
+        #[cfg(feature = "failpoints")]
+        for (name, skip) in points {
+            core.fail.arm(name, *skip)?;
+        }
+        #[cfg(not(feature = "failpoints"))]
+        let _ = points;
+        core.recovery = crate::branched::recovery::recover_pending(&core).await?;
+        let core = Arc::new(core);
         Ok(Self {
             core,
             name: MAIN.to_string(),
@@ -126,6 +167,23 @@ impl BranchedBackend {
             pinned: None,
             base_uri,
         })
+    }
+
+    /// What recovery did when this store was opened (every view of the
+    /// store shares it): the operations a crash had interrupted, and
+    /// whether each was finished or undone.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(inner: std::sync::Arc<lancebranch::LanceDbBackend>) -> anyhow::Result<()> {
+    /// let main = lancebranch::branched::BranchedBackend::open(inner).await?;
+    /// if main.last_recovery().operations.is_empty() {
+    ///     println!("clean shutdown");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn last_recovery(&self) -> &crate::branched::RecoveryReport {
+        &self.core.recovery
     }
 
     /// The name of the branch this view shows.
@@ -172,6 +230,7 @@ impl BranchedBackend {
         if self.pinned.is_some() {
             return Err(Error::ReadOnlyView(self.name.clone()).into());
         }
+        self.core.fail.check("fork::before_record")?;
         let id = self.core.catalog.fresh_id();
         let (parent, parent_id, new) = (self.name.clone(), self.id, name.to_string());
         self.core
@@ -200,6 +259,7 @@ impl BranchedBackend {
     pub async fn fork_at(&self, name: &str, tag: &str) -> Result<Self> {
         validate_branch_name(name)?;
         validate_tag_name(tag)?;
+        self.core.fail.check("fork::before_record")?;
         let id = self.core.catalog.fresh_id();
         let (tag, new) = (tag.to_string(), name.to_string());
         self.core
@@ -248,6 +308,7 @@ impl BranchedBackend {
     /// [`Error::BranchInUse`].
     pub async fn delete_branch(&self, name: &str, cascade: bool) -> Result<()> {
         validate_branch_name(name)?;
+        let _gate = self.core.gate.read().await;
         let op = self.core.catalog.fresh_id();
         let target = name.to_string();
         let (_, rec) = self
@@ -323,6 +384,7 @@ impl BranchedBackend {
     /// [`Error::InvalidName`], [`Error::TagExists`], [`Error::BranchNotFound`].
     pub async fn tag(&self, name: &str) -> Result<()> {
         validate_tag_name(name)?;
+        self.core.fail.check("tag::before_record")?;
         let (tag, branch, id) = (name.to_string(), self.name.clone(), self.id);
         self.core
             .commit_if(move |st| {
@@ -398,7 +460,39 @@ impl BranchedBackend {
     /// [`Error::InvalidArgument`] for an unknown name.
     #[cfg(feature = "failpoints")]
     pub fn arm_failpoint(&self, name: &str) -> Result<()> {
-        self.core.fail.arm(name)
+        self.core.fail.arm(name, 0)
+    }
+
+    /// Arm fail point `name` to stop at its hit number `skip + 1` from now
+    /// (`merge::after_table_applied` with `skip = 2` cuts a merge after its
+    /// third table).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown name.
+    #[cfg(feature = "failpoints")]
+    pub fn arm_failpoint_nth(&self, name: &str, skip: u64) -> Result<()> {
+        self.core.fail.arm(name, skip)
+    }
+
+    /// Stop at whichever fail point the store reaches after `skip` more
+    /// fail-point hits: a fuzzer picks `skip` in `0..` the number of hits a
+    /// workload makes ([`failpoint_hits`](Self::failpoint_hits)) to crash it
+    /// at every step in turn.
+    #[cfg(feature = "failpoints")]
+    pub fn arm_any_failpoint(&self, skip: u64) {
+        self.core.fail.arm_any(skip)
+    }
+
+    /// Disarm every fail point of this store.
+    #[cfg(feature = "failpoints")]
+    pub fn disarm_failpoints(&self) {
+        self.core.fail.disarm()
+    }
+
+    /// How many fail points this store's operations have passed so far.
+    #[cfg(feature = "failpoints")]
+    pub fn failpoint_hits(&self) -> u64 {
+        self.core.fail.hits()
     }
 
     /// Write a checkpoint of the catalog and truncate its log.
@@ -481,8 +575,25 @@ impl BranchedBackend {
         F: FnOnce(Arc<dyn BranchLines>, Option<String>) -> Fut + Send,
         Fut: std::future::Future<Output = Result<Option<u64>>> + Send,
     {
+        self.mutate_at(table, "write::after_commit_before_publish", f)
+            .await
+    }
+
+    /// [`mutate`](Self::mutate), naming the fail point between the commit
+    /// and the publish.
+    pub(crate) async fn mutate_at<F, Fut>(
+        &self,
+        table: &str,
+        point: &'static str,
+        f: F,
+    ) -> Result<()>
+    where
+        F: FnOnce(Arc<dyn BranchLines>, Option<String>) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<Option<u64>>> + Send,
+    {
         self.writable()?;
         validate_table_name(table)?;
+        let _gate = self.core.gate.read().await;
         let lock = self.core.op_lock(&self.name, table);
         let _g = lock.lock().await;
         let current = self.table_ref(table)?;
@@ -491,7 +602,7 @@ impl BranchedBackend {
             .own_line(&self.name, self.id, table, &current)
             .await?;
         if let Some(version) = f(self.core.inner.clone(), line.clone()).await? {
-            self.core.fail.check("write::after_commit_before_publish")?;
+            self.core.fail.check(point)?;
             self.core
                 .publish(&self.name, table, Some(TableRef { line, version }))
                 .await?;
@@ -509,6 +620,7 @@ impl BranchedBackend {
     ) -> Result<()> {
         self.writable()?;
         validate_table_name(table)?;
+        let _gate = self.core.gate.read().await;
         let lock = self.core.op_lock(&self.name, table);
         let _g = lock.lock().await;
         let meta = self.core.branch(&self.name, self.id)?;
@@ -519,6 +631,7 @@ impl BranchedBackend {
         inner.invalidate_cache(table);
         if line_name(self.id).is_none() && !inner.table_exists(table).await? {
             // A new table on main: an ordinary create of the inner store.
+            self.core.begin_create(&self.name, table).await?;
             let made = if batches.iter().any(|b| b.num_rows() > 0) {
                 inner.create_table(table, batches.clone()).await
             } else {
@@ -526,6 +639,9 @@ impl BranchedBackend {
             };
             match made {
                 Ok(()) => {
+                    self.core
+                        .fail
+                        .check("create::after_dataset_before_publish")?;
                     let v = inner.latest_version(table, None).await?;
                     let r = TableRef {
                         line: None,
@@ -539,6 +655,9 @@ impl BranchedBackend {
             }
         }
         let r = self.create_unpublished(table, batches, schema).await?;
+        self.core
+            .fail
+            .check("create::after_dataset_before_publish")?;
         self.core.publish(&self.name, table, Some(r)).await
     }
 }

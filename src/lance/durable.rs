@@ -46,7 +46,9 @@ use url::Url;
 /// The `store_prefix` given to durable local stores.
 const DURABLE_PREFIX: &str = "file$lancebranch-durable";
 
-/// Counts the writes that were synced to stable storage before returning.
+/// Counts the writes that were synced to stable storage before returning;
+/// with the `failpoints` feature it can also make them fail (see
+/// [`SyncCounter::fail_writes_after`]).
 ///
 /// # Example
 /// ```
@@ -56,9 +58,61 @@ const DURABLE_PREFIX: &str = "file$lancebranch-durable";
 #[derive(Debug, Default)]
 pub struct SyncCounter {
     writes: AtomicU64,
+    /// Injected faults (tests): whether armed, and the writes still let
+    /// through.
+    faults_armed: std::sync::atomic::AtomicBool,
+    budget: AtomicU64,
+    injected: AtomicU64,
 }
 
 impl SyncCounter {
+    /// Stop Lance's object-store writes after `n` more: the first `n`
+    /// writes (puts, multipart completions, copies, renames, deletes) go
+    /// through, every later one fails with an I/O error, as if the process
+    /// died or the disk went away mid-commit. For crash tests.
+    ///
+    /// # Example
+    /// ```
+    /// let c = lancebranch::lance::SyncCounter::default();
+    /// c.fail_writes_after(3);
+    /// c.heal();
+    /// assert_eq!(c.injected_faults(), 0);
+    /// ```
+    #[cfg(feature = "failpoints")]
+    pub fn fail_writes_after(&self, n: u64) {
+        self.budget.store(n, Ordering::SeqCst);
+        self.faults_armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Let every write through again.
+    #[cfg(feature = "failpoints")]
+    pub fn heal(&self) {
+        self.faults_armed.store(false, Ordering::SeqCst);
+    }
+
+    /// How many writes were refused by an injected fault.
+    pub fn injected_faults(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    /// Admit one write, or refuse it with an injected fault.
+    fn admit(&self) -> object_store::Result<()> {
+        if !self.faults_armed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let left = self
+            .budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1));
+        if left.is_ok() {
+            return Ok(());
+        }
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        Err(object_store::Error::Generic {
+            store: "lancebranch-faults",
+            source: "injected write fault".into(),
+        })
+    }
+
     /// How many synced writes (puts, copies, renames, completed multipart
     /// uploads) returned so far.
     pub fn synced_writes(&self) -> u64 {
@@ -151,6 +205,7 @@ impl ObjectStore for SyncingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        self.counter.admit()?;
         let r = self.inner.put_opts(location, payload, opts).await?;
         self.counter.bump();
         Ok(r)
@@ -161,6 +216,7 @@ impl ObjectStore for SyncingStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.counter.admit()?;
         let upload = self.inner.put_multipart_opts(location, opts).await?;
         Ok(Box::new(CountedUpload {
             inner: upload,
@@ -188,7 +244,13 @@ impl ObjectStore for SyncingStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
+        use futures::StreamExt;
+        let counter = self.counter.clone();
+        let admitted = locations.map(move |p| {
+            counter.admit()?;
+            p
+        });
+        self.inner.delete_stream(admitted.boxed())
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -213,6 +275,7 @@ impl ObjectStore for SyncingStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
+        self.counter.admit()?;
         self.inner.copy_opts(from, to, options).await?;
         self.counter.bump();
         Ok(())
@@ -224,6 +287,7 @@ impl ObjectStore for SyncingStore {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
+        self.counter.admit()?;
         self.inner.rename_opts(from, to, options).await?;
         self.counter.bump();
         Ok(())
@@ -243,6 +307,7 @@ impl MultipartUpload for CountedUpload {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
+        self.counter.admit()?;
         let r = self.inner.complete().await?;
         self.counter.bump();
         Ok(r)

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use lance::dataset::refs::Ref;
 
 use crate::backend::{
-    BranchLines, FilterExpr, IndexInfo, RowChanges, ScalarIndexType, VectorIndexParams, WriteMode,
+    BranchLines, Error, FilterExpr, IndexInfo, RowChanges, ScalarIndexType, VectorIndexParams,
+    WriteMode,
 };
 use crate::lance::backend::{LanceDbBackend, map_lancedb};
 
@@ -68,6 +69,46 @@ impl BranchLines for LanceDbBackend {
             tokio::task::spawn_blocking(move || remove_empty_tree(&dir))
                 .await?
                 .with_context(|| format!("removing the directory of branch {branch:?}"))?;
+        }
+        Ok(())
+    }
+
+    async fn list_lines(&self, table: &str) -> Result<Vec<String>> {
+        let ds = self.dataset(table).await?;
+        let mut all: std::collections::BTreeSet<String> = ds
+            .list_branches()
+            .await
+            .with_context(|| format!("listing the branches of {table:?}"))?
+            .into_keys()
+            .collect();
+        let uri = self.table_uri(table);
+        if !uri.contains("://") {
+            let tree = std::path::Path::new(&uri).join("tree");
+            let dirs = tokio::task::spawn_blocking(move || tree_dirs(&tree))
+                .await?
+                .with_context(|| format!("listing the branch directories of {table:?}"))?;
+            all.extend(dirs);
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    async fn purge_table(&self, table: &str) -> Result<()> {
+        crate::backend::validate_table_name(table)?;
+        match self.do_drop_table(table).await {
+            Ok(()) => {}
+            Err(e) if matches!(Error::of(&e), Some(Error::TableNotFound(_))) => {}
+            Err(e) => return Err(e),
+        }
+        // What a failed create left may not open as a dataset: remove it.
+        let uri = self.table_uri(table);
+        if !uri.contains("://") {
+            let dir = std::path::PathBuf::from(uri);
+            tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
+            .await?
+            .with_context(|| format!("removing the files of table {table:?}"))?;
         }
         Ok(())
     }
@@ -308,7 +349,24 @@ impl BranchLines for LanceDbBackend {
 }
 
 /// Remove `dir` if it holds only (nested) empty directories.
-fn remove_empty_tree(dir: &std::path::Path) -> std::io::Result<()> {
+/// The directory names directly under `tree` (none if it does not exist).
+fn tree_dirs(tree: &std::path::Path) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(tree) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            out.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn remove_empty_tree(dir: &std::path::Path) -> std::io::Result<()> {
     fn only_dirs(dir: &std::path::Path) -> std::io::Result<bool> {
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;

@@ -106,7 +106,18 @@ impl LanceDbBackend {
         }
         let result = self.conn.drop_table(name, &[]).await;
         self.set_existence(name, false);
-        result.map_err(|e| map_lancedb(e, name))
+        result.map_err(|e| map_lancedb(e, name))?;
+        // The object store removes files, not directories: remove the
+        // empty directory tree left on a local disk, or the dataset would
+        // still be listed.
+        let uri = self.table_uri(name);
+        if !uri.contains("://") {
+            let dir = std::path::PathBuf::from(uri);
+            tokio::task::spawn_blocking(move || crate::lance::lines::remove_empty_tree(&dir))
+                .await?
+                .with_context(|| format!("removing the directory of table {name:?}"))?;
+        }
+        Ok(())
     }
 
     fn remember(&self, name: &str) {

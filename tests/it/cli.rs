@@ -60,9 +60,11 @@ fn demo_runs_twice_and_every_command_speaks_json() {
             "default policy: Conflicted, 1 conflict(s), nothing applied",
             "vertices [id=1] divergent_update on label: ours landmark, theirs hub",
             "killed at merge::after_apply_before_publish",
-            "pending    op 5: begin merge of what-if into main",
+            "pending    op 7: begin merge of what-if into main",
             "the crashed merge left no trace: main still has 599 edges",
-            "again: FastForward",
+            "recovery   op 7: merge undone",
+            "--repair: 2 problem(s) repaired",
+            "fsck       clean",
             "main has 604 edges, hubs: [1, 2, 4, 7]",
             "fork                  ",
             "total",
@@ -82,7 +84,10 @@ fn demo_runs_twice_and_every_command_speaks_json() {
     assert_eq!(f["merged"]["outcome"], "merged");
     assert_eq!(f["pending_after_crash"].as_array().unwrap().len(), 1);
     assert_eq!(f["merge_absent_after_crash"], true);
-    assert_eq!(f["final_merge"]["outcome"], "fast_forward");
+    assert_eq!(f["recovery"][0]["kind"], "merge");
+    assert_eq!(f["recovery"][0]["action"], "undone");
+    assert_eq!(f["fsck"]["clean"], true);
+    assert_eq!(f["final_merge"]["applied"], true);
     assert_eq!(f["final_hubs"], serde_json::json!([1, 2, 4, 7]));
     let steps: Vec<&str> = demo["steps"]
         .as_array()
@@ -244,6 +249,12 @@ fn demo_runs_twice_and_every_command_speaks_json() {
     let r = json(store, &["recover"], 0);
     assert_eq!(r["clean"], true);
     assert_eq!(r["pending_before"].as_array().unwrap().len(), 0);
+    assert_eq!(r["operations"].as_array().unwrap().len(), 0);
+
+    let f = json(store, &["fsck"], 0);
+    assert_eq!(f["clean"], true);
+    assert_eq!(f["problems"].as_array().unwrap().len(), 0);
+    assert_eq!(f["checked"]["branches"], 3);
 }
 
 #[test]
@@ -351,6 +362,13 @@ async fn recover_reports_a_merge_cut_by_a_crash() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["op"].as_u64(), Some(op));
     assert_eq!(pending[0]["type"], "BeginMerge");
+    let ops = r["operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0]["op"].as_u64(), Some(op));
+    assert_eq!(
+        (ops[0]["kind"].as_str(), ops[0]["action"].as_str()),
+        (Some("merge"), Some("undone"))
+    );
 
     // Recovery logged the abort; the merge is absent; a second recover is clean.
     let l = json(dir.path(), &["log"], 0);
@@ -363,7 +381,26 @@ async fn recover_reports_a_merge_cut_by_a_crash() {
     assert_eq!(s["count"], 3);
     let r = json(dir.path(), &["recover"], 0);
     assert_eq!(r["clean"], true);
+
+    // The cut merge's Lance commits are invisible leftovers: fsck reports
+    // them (exit 4) and --repair restores them away.
+    let f = json(dir.path(), &["fsck"], 4);
+    assert_eq!(f["clean"], false);
+    let p = &f["problems"][0];
+    assert_eq!(
+        (p["kind"].as_str(), p["table"].as_str()),
+        (Some("unpublished_version"), Some("p"))
+    );
+    assert_eq!(p["repairable"], true);
+    assert!(p["message"].as_str().unwrap().contains("unpublished"));
+    let f = json(dir.path(), &["fsck", "--repair"], 0);
+    assert_eq!(f["repaired"].as_array().unwrap().len(), 1);
+    let f = json(dir.path(), &["fsck"], 0);
+    assert_eq!(f["clean"], true);
+
     let m = json(dir.path(), &["merge", "b", "--key", "p=id"], 0);
-    assert_eq!(m["outcome"], "fast_forward");
+    assert_eq!(m["applied"], true);
     assert_eq!(m["tables"]["p"]["inserted"], 2);
+    let s = json(dir.path(), &["scan", "p"], 0);
+    assert_eq!(s["count"], 5);
 }

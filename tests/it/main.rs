@@ -5,7 +5,9 @@
 pub mod conformance;
 mod branched;
 mod cli;
-mod crash;
+mod crash_injection;
+mod fsck;
 mod history;
 mod lance_backend;
 mod merge;
+mod store_faults;

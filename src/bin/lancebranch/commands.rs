@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use lancebranch::LanceDbBackend;
-use lancebranch::branched::{BranchedBackend, Record, read_catalog_offline};
+use lancebranch::branched::{BranchedBackend, FsckProblem, Record, read_catalog_offline};
 use lancebranch_wal::{Lsn, RecoveryMode, StdStorage, read_log};
 use serde_json::{Value, json};
 
+use crate::EXIT_FSCK_PROBLEMS;
 use crate::errors::StoreNotFound;
 use crate::output::{Out, columns, describe, done, ms, record_json};
 
@@ -67,7 +68,7 @@ pub async fn branches(store: &Path, out: Out) -> Result<u8> {
             format!("{}/{}", b.materialized, b.tables.len()),
         ]);
     }
-    print!("{}", columns(&rows));
+    outp!("{}", columns(&rows));
     Ok(0)
 }
 
@@ -97,7 +98,7 @@ pub async fn fork(store: &Path, out: Out, name: &str, from: &str, at: Option<&st
             Some(tag) => format!("tag {tag}"),
             None => format!("branch {from}"),
         };
-        println!(
+        outln!(
             "forked {name} from {what} in {:.2} ms (no data copied)",
             ms(elapsed)
         );
@@ -119,7 +120,7 @@ pub async fn delete_branch(store: &Path, out: Out, name: &str, cascade: bool) ->
         out.doc(&json!({ "deleted": deleted, "cascade": cascade }))?;
     } else {
         let names: Vec<&str> = deleted.iter().map(|s| s.as_str()).collect();
-        println!("deleted branch(es) {}", names.join(", "));
+        outln!("deleted branch(es) {}", names.join(", "));
     }
     Ok(0)
 }
@@ -136,7 +137,7 @@ pub async fn tag(store: &Path, out: Out, name: &str, branch: &str) -> Result<u8>
     if out.json {
         out.doc(&info.as_ref().map(tag_json).unwrap_or(Value::Null))?;
     } else {
-        println!("tagged {branch} as {name}");
+        outln!("tagged {branch} as {name}");
     }
     Ok(0)
 }
@@ -151,7 +152,7 @@ pub async fn tags(store: &Path, out: Out) -> Result<u8> {
         return Ok(0);
     }
     if list.is_empty() {
-        println!("no tags");
+        outln!("no tags");
         return Ok(0);
     }
     let mut rows = vec![vec!["TAG".to_string(), "BRANCH".into(), "VERSIONS".into()]];
@@ -159,7 +160,7 @@ pub async fn tags(store: &Path, out: Out) -> Result<u8> {
         let v: Vec<String> = t.versions.iter().map(|(k, v)| format!("{k}@{v}")).collect();
         rows.push(vec![t.name.clone(), t.branch.clone(), v.join(", ")]);
     }
-    print!("{}", columns(&rows));
+    outp!("{}", columns(&rows));
     Ok(0)
 }
 
@@ -177,16 +178,17 @@ pub async fn log(store: &Path, out: Out) -> Result<u8> {
         return Ok(0);
     }
     if h.checkpoint_lsn > 0 {
-        println!(
+        outln!(
             "checkpoint covers records 1..={} ({} folded in)",
-            h.checkpoint_lsn, h.checkpoint_lsn
+            h.checkpoint_lsn,
+            h.checkpoint_lsn
         );
     } else {
-        println!("no checkpoint yet: the log holds the whole history");
+        outln!("no checkpoint yet: the log holds the whole history");
     }
     for e in &h.entries {
         let (kind, summary) = describe(&e.record);
-        println!("{:>6}  {kind:<12} {summary}", e.lsn);
+        outln!("{:>6}  {kind:<12} {summary}", e.lsn);
     }
     Ok(0)
 }
@@ -211,38 +213,124 @@ pub fn pending_offline(store: &Path) -> Result<Vec<(u64, Record)>> {
     Ok(cat.state.pending.into_iter().collect())
 }
 
-/// `recover`
+/// `recover`: what a crash left pending (read offline first), then open
+/// the store, which runs recovery, and print what recovery did.
 pub async fn recover(store: &Path, out: Out) -> Result<u8> {
     let pending = pending_offline(store)?;
     let pb = out.spinner("opening the store (recovery)");
     let t = Instant::now();
     let opened = open(store).await;
     done(pb);
-    let _main = opened?;
+    let main = opened?;
     let elapsed = t.elapsed();
+    let report = main.last_recovery();
     if out.json {
+        let ops: Vec<Value> = report
+            .operations
+            .iter()
+            .map(|o| {
+                json!({
+                    "op": o.op,
+                    "kind": o.kind,
+                    "action": o.action,
+                    "detail": o.detail,
+                    "summary": o.to_string(),
+                })
+            })
+            .collect();
         out.doc(&json!({
             "store": store,
             "pending_before": pending_json(&pending),
-            "clean": pending.is_empty(),
+            "operations": ops,
+            "clean": pending.is_empty() && report.operations.is_empty(),
             "elapsed_ms": ms(elapsed),
         }))?;
         return Ok(0);
     }
-    if pending.is_empty() {
-        println!("nothing was pending: the store was shut down cleanly");
+    if pending.is_empty() && report.operations.is_empty() {
+        outln!("nothing was pending: the store was shut down cleanly");
     }
     for (_, r) in &pending {
-        println!("pending    {}", describe(r).1);
+        outln!("pending    {}", describe(r).1);
     }
-    println!("recovered  in {:.1} ms", ms(elapsed));
+    for o in &report.operations {
+        outln!("recovered  {o}");
+    }
+    outln!("opened     in {:.1} ms", ms(elapsed));
     Ok(0)
 }
 
-/// `fsck [--repair]`
+/// An fsck problem as JSON: its fields (`kind` + details) and `message`.
+fn problem_json(p: &FsckProblem) -> Value {
+    let mut v =
+        serde_json::to_value(p).unwrap_or_else(|e| json!({ "unrenderable": e.to_string() }));
+    if let Value::Object(m) = &mut v {
+        m.insert("message".into(), json!(p.to_string()));
+        m.insert("repairable".into(), json!(p.is_repairable()));
+    }
+    v
+}
+
+/// `fsck [--repair]`: exit 4 when problems remain.
 pub async fn fsck(store: &Path, out: Out, repair: bool) -> Result<u8> {
-    let _ = (store, out, repair);
-    anyhow::bail!("fsck is not available in this build yet")
+    let main = open(store).await?;
+    let pb = out.spinner(if repair {
+        "checking and repairing the store"
+    } else {
+        "checking the store"
+    });
+    let t = Instant::now();
+    let res = main.fsck(repair).await;
+    done(pb);
+    let report = res?;
+    let elapsed = t.elapsed();
+    let code = if report.is_clean() {
+        0
+    } else {
+        EXIT_FSCK_PROBLEMS
+    };
+    if out.json {
+        out.doc(&json!({
+            "store": store,
+            "repair": repair,
+            "clean": report.is_clean(),
+            "problems": report.problems.iter().map(problem_json).collect::<Vec<_>>(),
+            "repaired": report.repaired.iter().map(problem_json).collect::<Vec<_>>(),
+            "checked": serde_json::to_value(&report.checked).unwrap_or(Value::Null),
+            "elapsed_ms": ms(elapsed),
+        }))?;
+        return Ok(code);
+    }
+    let c = &report.checked;
+    outln!(
+        "checked    {} branch(es), {} tag(s), {} dataset(s), {} Lance branch(es), {} pinned version(s) in {:.1} ms",
+        c.branches,
+        c.tags,
+        c.datasets,
+        c.lines,
+        c.versions,
+        ms(elapsed)
+    );
+    for p in &report.repaired {
+        outln!("repaired   {p}");
+    }
+    for p in &report.problems {
+        let fix = if p.is_repairable() {
+            " (repairable: fsck --repair)"
+        } else {
+            ""
+        };
+        outln!("problem    {p}{fix}");
+    }
+    if report.is_clean() {
+        outln!("clean");
+    } else {
+        eprintln!(
+            "hint: {} problem(s) remain; `lancebranch fsck --repair` fixes the repairable ones",
+            report.problems.len()
+        );
+    }
+    Ok(code)
 }
 
 /// `wal dump`: every frame of the catalog log, read offline.
@@ -278,7 +366,7 @@ pub fn wal_dump(store: &Path, out: Out) -> Result<u8> {
         }))?;
         return Ok(0);
     }
-    println!(
+    outln!(
         "{}: {} segment(s), {} bytes, {} frame(s), next LSN {}, checkpoint covers LSN <= {checkpoint_lsn}",
         wal_dir.display(),
         rep.segments_read,
@@ -287,7 +375,7 @@ pub fn wal_dump(store: &Path, out: Out) -> Result<u8> {
         rep.next_lsn
     );
     if rep.torn_tail_bytes > 0 {
-        println!(
+        outln!(
             "torn tail: {} byte(s) after the last complete frame (cut off when the store is next opened)",
             rep.torn_tail_bytes
         );
@@ -295,7 +383,7 @@ pub fn wal_dump(store: &Path, out: Out) -> Result<u8> {
     for (lsn, r) in &got.records {
         let (kind, summary) = describe(r);
         let mark = if lsn.0 <= checkpoint_lsn { "c" } else { " " };
-        println!("{:>6} {mark} {kind:<12} {summary}", lsn.0);
+        outln!("{:>6} {mark} {kind:<12} {summary}", lsn.0);
     }
     Ok(0)
 }

@@ -28,7 +28,7 @@ pub async fn run(dir: &Path, source: &str, into: &str) -> Result<u8> {
     let opts = MergeOptions::default().default_policy(ConflictPolicy::Theirs);
     match target.merge(&src, opts).await {
         Err(e) if matches!(Error::of(&e), Some(Error::FailPoint(_))) => {
-            println!("crashing: merge of {source} into {into} stopped at {FAIL_POINT}");
+            outln!("crashing: merge of {source} into {into} stopped at {FAIL_POINT}");
             // No destructors, no flush of anything the library holds: the
             // store is left exactly as a killed process leaves it.
             std::process::exit(CRASH_EXIT);

@@ -147,17 +147,17 @@ pub async fn diff(
         return Ok(0);
     }
     if diffs.is_empty() {
-        println!("{a} has no changes to bring into {b}");
+        outln!("{a} has no changes to bring into {b}");
     }
     for d in &diffs {
         let (i, u, x) = d.counts;
-        println!(
+        outln!(
             "{:<10} {}: {i} inserted, {u} updated, {x} deleted",
             d.table,
             change_name(d.change)
         );
         if with_rows {
-            println!("{}", table_text(&d.rows)?);
+            outln!("{}", table_text(&d.rows)?);
         }
     }
     Ok(0)
@@ -285,12 +285,12 @@ pub async fn merge(
         MergeOutcome::AlreadyUpToDate => " (nothing to bring)",
         _ => "",
     };
-    println!(
+    outln!(
         "merge {source} into {into}: {}{note} in {elapsed:.1} ms",
         outcome_name(report.outcome)
     );
     for (t, s) in &report.tables {
-        println!(
+        outln!(
             "  {t}: {} inserted, {} updated, {} deleted, {} conflict(s){}",
             s.inserted,
             s.updated,
@@ -307,7 +307,7 @@ pub async fn merge(
         "resolved"
     };
     for c in &report.conflicts {
-        println!("  {label} {}", conflict_line(c));
+        outln!("  {label} {}", conflict_line(c));
     }
     if report.is_conflicted() {
         eprintln!(
@@ -350,7 +350,7 @@ pub async fn scan(
         }))?;
         return Ok(0);
     }
-    println!("{}", table_text(&batches)?);
-    println!("{count} row(s)");
+    outln!("{}", table_text(&batches)?);
+    outln!("{count} row(s)");
     Ok(0)
 }

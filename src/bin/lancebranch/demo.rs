@@ -32,7 +32,7 @@ use crate::output::{Out, describe, ms, table_text};
 const N_VERTICES: i64 = 200;
 const N_EDGES: i64 = 600;
 /// The number of timed steps (for the progress bar).
-const STEPS: u64 = 14;
+const STEPS: u64 = 15;
 
 /// The demo's running state: timings, facts for `--json`, progress.
 struct Demo {
@@ -50,8 +50,8 @@ impl Demo {
         }
         let line = format!("{label:<10} {text}");
         match &self.pb {
-            Some(pb) => pb.suspend(|| println!("{line}")),
-            None => println!("{line}"),
+            Some(pb) => pb.suspend(|| outln!("{line}")),
+            None => outln!("{line}"),
         }
     }
 
@@ -61,8 +61,8 @@ impl Demo {
             return;
         }
         match &self.pb {
-            Some(pb) => pb.suspend(|| println!("{text}")),
-            None => println!("{text}"),
+            Some(pb) => pb.suspend(|| outln!("{text}")),
+            None => outln!("{text}"),
         }
     }
 
@@ -199,24 +199,22 @@ pub async fn run(dir: &Path, out: Out) -> Result<u8> {
         }))?;
         return Ok(0);
     }
-    println!();
-    println!("summary (debug builds are slower than release)");
+    outln!();
+    outln!("summary (debug builds are slower than release)");
     for (name, t) in &d.steps {
-        println!("  {name:<22} {:>9.2} ms", ms(*t));
+        outln!("  {name:<22} {:>9.2} ms", ms(*t));
     }
-    println!("  {:<22} {:>9.2} ms", "total", ms(total));
+    outln!("  {:<22} {:>9.2} ms", "total", ms(total));
     let s = dir.display();
-    println!();
-    println!(
-        "explore: lancebranch --store {s} branches   (or: tags, log, wal dump, fsck, recover)"
-    );
-    println!("         lancebranch --store {s} diff experiment --rows");
-    println!("         lancebranch --store {s} merge experiment   (refused: exit code 3)");
-    println!("         lancebranch --store {s} merge experiment --policy theirs");
-    println!(
+    outln!();
+    outln!("explore: lancebranch --store {s} branches   (or: tags, log, wal dump, fsck, recover)");
+    outln!("         lancebranch --store {s} diff experiment --rows");
+    outln!("         lancebranch --store {s} merge experiment   (refused: exit code 3)");
+    outln!("         lancebranch --store {s} merge experiment --policy theirs");
+    outln!(
         "         lancebranch --store {s} scan vertices --filter \"label = 'hub'\" --columns id,label"
     );
-    println!("         add --json to any command for one JSON document");
+    outln!("         add --json to any command for one JSON document");
     Ok(0)
 }
 
@@ -508,6 +506,18 @@ async fn crash_and_recover(
     let main = open(dir).await?;
     let took = d.took("reopen (recovery)", t);
     d.say("recover", format!("store reopened in {:.1} ms", ms(took)));
+    for o in &main.last_recovery().operations {
+        d.say("recovery", o);
+    }
+    d.fact(
+        "recovery",
+        json!(main
+            .last_recovery()
+            .operations
+            .iter()
+            .map(|o| json!({ "op": o.op, "kind": o.kind, "action": o.action, "detail": o.detail }))
+            .collect::<Vec<_>>()),
+    );
     let edges_now = count(&main, EDGES, None).await?;
     let label7_now = label_of(&main, 7).await?;
     if edges_now != edges_before || label7_now != label7 {
@@ -520,6 +530,8 @@ async fn crash_and_recover(
         format!("the crashed merge left no trace: main still has {edges_now} edges, vertex 7 is still {label7_now:?}"),
     );
     d.fact("merge_absent_after_crash", json!(true));
+
+    fsck_step(d, &main).await?;
 
     d.start("merge again");
     let t = Instant::now();
@@ -566,6 +578,56 @@ async fn leave_experiment(d: &mut Demo, main: &BranchedBackend) -> Result<()> {
     d.say(
         "left",
         "branch experiment: vertex 3 is \"hub\" there and \"vip\" on main (a conflict), edge 30 deleted",
+    );
+    Ok(())
+}
+
+/// fsck after recovery. A crashed merge leaves Lance versions that were
+/// committed and never published: invisible to every view, reported by
+/// fsck as repairable, and restored away by `fsck --repair` (or by the
+/// tables' next change). Anything else is an error.
+async fn fsck_step(d: &mut Demo, main: &BranchedBackend) -> Result<()> {
+    d.start("fsck");
+    let t = Instant::now();
+    let check = main.fsck(false).await?;
+    let mut leftovers = Vec::new();
+    for p in &check.problems {
+        if !p.is_repairable() {
+            anyhow::bail!("fsck after recovery found a problem: {p}");
+        }
+        d.say("fsck", format!("found {p} (invisible; repairable)"));
+        leftovers.push(p.to_string());
+    }
+    let mut repaired = Vec::new();
+    if !check.is_clean() {
+        let fixed = main.fsck(true).await?;
+        repaired = fixed.repaired.iter().map(|p| p.to_string()).collect();
+        d.say(
+            "fsck",
+            format!("--repair: {} problem(s) repaired", repaired.len()),
+        );
+    }
+    let last = if check.is_clean() {
+        check
+    } else {
+        main.fsck(false).await?
+    };
+    let took = d.took("fsck", t);
+    if !last.is_clean() {
+        let problems: Vec<String> = last.problems.iter().map(|p| p.to_string()).collect();
+        anyhow::bail!("fsck after repair still finds problems: {problems:?}");
+    }
+    let c = &last.checked;
+    d.say(
+        "fsck",
+        format!(
+            "clean: {} branches, {} tags, {} datasets, {} Lance branches, {} pinned versions checked",
+            c.branches, c.tags, c.datasets, c.lines, c.versions
+        ),
+    );
+    d.fact(
+        "fsck",
+        json!({ "found": leftovers, "repaired": repaired, "clean": true, "ms": ms(took) }),
     );
     Ok(())
 }

@@ -20,6 +20,27 @@
 //! Exit codes: 0 ok, 1 error, 2 usage error, 3 merge refused because of
 //! conflicts, 4 fsck found problems it did not repair.
 
+/// `println!` that ends the program quietly when stdout is closed (a
+/// pipe into `head`), instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::output::stdout_failed(e);
+        }
+    }};
+}
+
+/// `print!` with the behaviour of [`outln!`].
+macro_rules! outp {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            $crate::output::stdout_failed(e);
+        }
+    }};
+}
+
 mod commands;
 mod crash;
 mod data;

@@ -20,7 +20,7 @@ pub struct Out {
 impl Out {
     /// Print `doc` (pretty) as the command's one JSON document.
     pub fn doc(&self, doc: &Value) -> Result<()> {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(doc).context("rendering JSON")?
         );
@@ -172,6 +172,11 @@ pub fn describe(rec: &Record) -> (&'static str, String) {
             ),
         ),
         Record::EndMerge { op } => ("EndMerge", format!("op {op}: merge published")),
+        Record::BeginCreate { op, table } => (
+            "BeginCreate",
+            format!("op {op}: begin creating the dataset of {table}"),
+        ),
+        Record::EndCreate { op } => ("EndCreate", format!("op {op}: dataset created")),
     }
 }
 
@@ -210,4 +215,14 @@ pub fn columns(rows: &[Vec<String>]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// Stdout failed: a closed pipe (`| head`) ends the program quietly with
+/// success; anything else with exit code 1.
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing to stdout: {e}");
+    std::process::exit(1);
 }

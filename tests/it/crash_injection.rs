@@ -1,7 +1,8 @@
 //! Crash injection: every fail point of the branched store is cut, the
-//! process "dies" (every handle dropped), the store is reopened, and the
-//! cut operation must be entirely applied or entirely absent, every earlier
-//! acknowledged write present, and the store usable.
+//! process "dies" (every handle dropped), the store is reopened — first
+//! with recovery itself cut, then again — and the cut operation must be
+//! entirely applied or entirely absent, every earlier acknowledged write
+//! present, `fsck` clean after recovery, and the store usable.
 
 use std::sync::Arc;
 
@@ -20,6 +21,36 @@ async fn open(dir: &tempfile::TempDir) -> (Arc<LanceDbBackend>, BranchedBackend)
 
 async fn ids(b: &BranchedBackend, t: &str) -> Vec<i64> {
     ints(&b.scan(ScanRequest::table(t)).await.unwrap(), "id")
+}
+
+/// Reopen after a crash: first crash recovery itself where it can be cut
+/// (if the crash left it work there), then recover for real and check the
+/// store is consistent.
+async fn reopen(dir: &tempfile::TempDir) -> (Arc<LanceDbBackend>, BranchedBackend) {
+    {
+        let path = dir.path().to_str().unwrap().to_string();
+        let inner = Arc::new(LanceDbBackend::open(&path).await.unwrap());
+        let cut = [("recovery::after_drop_before_record", 0)];
+        match BranchedBackend::open_with_failpoints(inner, &cut).await {
+            Ok(_) => {}
+            Err(e) => assert!(is_cut(&e), "recovery failed: {e:#}"),
+        }
+    }
+    let (inner, main) = open(dir).await;
+    assert_clean(&main).await;
+    (inner, main)
+}
+
+/// Recover every table of every branch, then `fsck` finds nothing.
+async fn assert_clean(main: &BranchedBackend) {
+    for b in main.list_branches() {
+        let view = main.branch(&b.name).unwrap();
+        for t in b.tables {
+            view.recover_staging(&t).await.unwrap();
+        }
+    }
+    let report = main.fsck(false).await.unwrap();
+    assert!(report.is_clean(), "fsck: {:#?}", report.problems);
 }
 
 fn is_cut(e: &anyhow::Error) -> bool {
@@ -50,7 +81,7 @@ async fn first_write_on_branch(point: &str) {
             .unwrap_err();
         assert!(is_cut(&e), "{point}: {e:#}");
     }
-    let (inner, main) = open(&dir).await;
+    let (inner, main) = reopen(&dir).await;
     let b = main.branch("b").unwrap();
     assert_eq!(
         ids(&b, "p").await,
@@ -80,6 +111,7 @@ async fn first_write_on_branch(point: &str) {
         vec![0, 1, 2, 5],
         "{point}: usable after recovery"
     );
+    assert_clean(&main).await;
 }
 
 async fn write_before_publish(point: &str) {
@@ -101,7 +133,7 @@ async fn write_before_publish(point: &str) {
         let e = b.delete_rows("p", "id = 0").await.unwrap_err();
         assert!(is_cut(&e), "{e:#}");
     }
-    let (_, main) = open(&dir).await;
+    let (_, main) = reopen(&dir).await;
     let b = main.branch("b").unwrap();
     assert_eq!(ids(&main, "p").await, vec![0, 1, 2]);
     assert_eq!(ids(&b, "p").await, vec![0, 1, 2, 10]);
@@ -113,6 +145,7 @@ async fn write_before_publish(point: &str) {
         .unwrap();
     assert_eq!(ids(&main, "p").await, vec![0, 1, 2, 5]);
     assert_eq!(ids(&b, "p").await, vec![0, 1, 2, 6, 10]);
+    assert_clean(&main).await;
 }
 
 async fn txn_before_publish(point: &str) {
@@ -131,7 +164,7 @@ async fn txn_before_publish(point: &str) {
             .unwrap_err();
         assert!(is_cut(&e), "{e:#}");
     }
-    let (_, main) = open(&dir).await;
+    let (_, main) = reopen(&dir).await;
     assert_eq!(ids(&main, "a").await, vec![0, 1]);
     assert_eq!(ids(&main, "b").await, vec![0, 1]);
     main.transaction()
@@ -142,6 +175,7 @@ async fn txn_before_publish(point: &str) {
         .unwrap();
     assert_eq!(ids(&main, "a").await, vec![0, 1, 7]);
     assert_eq!(ids(&main, "b").await, vec![0, 1, 7]);
+    assert_clean(&main).await;
 }
 
 async fn delete_branch_cut(point: &str) {
@@ -159,7 +193,7 @@ async fn delete_branch_cut(point: &str) {
         // Gone from view at once, whatever happens next.
         assert!(main.branch("b").is_err());
     }
-    let (_, main) = open(&dir).await;
+    let (_, main) = reopen(&dir).await;
     assert!(main.branch("b").is_err(), "{point}: the delete completes");
     assert!(
         line_dirs(&dir, "p").is_empty(),
@@ -171,6 +205,7 @@ async fn delete_branch_cut(point: &str) {
         .await
         .unwrap();
     assert_eq!(ids(&b, "p").await, vec![0, 1, 2, 9]);
+    assert_clean(&main).await;
 }
 
 async fn crash_inside_recovery(point: &str) {
@@ -191,7 +226,7 @@ async fn crash_inside_recovery(point: &str) {
         assert!(is_cut(&e), "{e:#}");
     }
     // Recovering again converges.
-    let (_, main) = open(&dir).await;
+    let (_, main) = reopen(&dir).await;
     let b = main.branch("b").unwrap();
     assert_eq!(ids(&b, "p").await, vec![0, 1, 2]);
     assert!(line_dirs(&dir, "p").is_empty());
@@ -203,6 +238,7 @@ async fn crash_inside_recovery(point: &str) {
     drop((main, b));
     let (_, main) = open(&dir).await;
     assert_eq!(ids(&main.branch("b").unwrap(), "p").await, vec![0, 1, 2, 4]);
+    assert_clean(&main).await;
 }
 
 async fn checkpoint_cut(point: &str) {
@@ -218,7 +254,7 @@ async fn checkpoint_cut(point: &str) {
         main.arm_failpoint(point).unwrap();
         assert!(is_cut(&main.checkpoint().await.unwrap_err()));
     }
-    let (_, main) = open(&dir).await;
+    let (_, main) = reopen(&dir).await;
     assert_eq!(ids(&main.branch("b").unwrap(), "p").await, vec![0, 1, 2, 3]);
     assert_eq!(main.list_tags().len(), 1);
     main.checkpoint().await.unwrap();
@@ -227,9 +263,10 @@ async fn checkpoint_cut(point: &str) {
     let (_, main) = open(&dir).await;
     let names: Vec<String> = main.list_branches().into_iter().map(|b| b.name).collect();
     assert_eq!(names, vec!["main", "b", "c"]);
+    assert_clean(&main).await;
 }
 
-async fn merge_cut(point: &str) {
+async fn merge_cut_nth(point: &str, skip: u64) {
     use lancebranch::branched::{MergeOptions, MergeOutcome};
     let dir = tempfile::tempdir().unwrap();
     let opts = || MergeOptions::default().key("p", &["id"]).key("q", &["id"]);
@@ -245,11 +282,11 @@ async fn merge_cut(point: &str) {
         main.write("q", vec![people(9..10)], WriteMode::Append)
             .await
             .unwrap();
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint_nth(point, skip).unwrap();
         let e = main.merge(&b, opts()).await.unwrap_err();
         assert!(is_cut(&e), "{point}: {e:#}");
     }
-    let (_, main) = open(&dir).await;
+    let (_, main) = reopen(&dir).await;
     assert_eq!(
         ids(&main, "p").await,
         vec![0, 1, 2],
@@ -273,6 +310,117 @@ async fn merge_cut(point: &str) {
         vec![1, 2, 9],
         "{point}: merged state is durable"
     );
+    assert_clean(&main).await;
+}
+
+async fn fork_or_tag_cut(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        main.tag("t0").await.unwrap();
+        main.arm_failpoint(point).unwrap();
+        let e = if point.starts_with("fork") {
+            main.fork("b").await.unwrap_err()
+        } else {
+            main.tag("t1").await.unwrap_err()
+        };
+        assert!(is_cut(&e), "{point}: {e:#}");
+        // fork_at is cut at the same point.
+        if point.starts_with("fork") {
+            main.arm_failpoint(point).unwrap();
+            assert!(is_cut(&main.fork_at("c", "t0").await.unwrap_err()));
+        }
+    }
+    let (_, main) = reopen(&dir).await;
+    let names: Vec<String> = main.list_branches().into_iter().map(|b| b.name).collect();
+    assert_eq!(names, vec!["main"], "{point}: no branch appeared");
+    let tags: Vec<String> = main.list_tags().into_iter().map(|t| t.name).collect();
+    assert_eq!(tags, vec!["t0"], "{point}: no tag appeared");
+    main.fork("b").await.unwrap();
+    main.fork_at("c", "t0").await.unwrap();
+    main.tag("t1").await.unwrap();
+    assert_eq!(ids(&main.branch("c").unwrap(), "p").await, vec![0, 1, 2]);
+    assert_clean(&main).await;
+}
+
+async fn replace_cut(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        for view in [&main, &b] {
+            main.arm_failpoint(point).unwrap();
+            let e = view
+                .replace_table_atomic("p", vec![people(7..9)], people(0..1).schema())
+                .await
+                .unwrap_err();
+            assert!(is_cut(&e), "{point}: {e:#}");
+        }
+    }
+    let (_, main) = reopen(&dir).await;
+    let b = main.branch("b").unwrap();
+    assert_eq!(
+        ids(&main, "p").await,
+        vec![0, 1, 2],
+        "{point}: replace absent"
+    );
+    assert_eq!(ids(&b, "p").await, vec![0, 1, 2]);
+    b.replace_table_atomic("p", vec![people(7..9)], people(0..1).schema())
+        .await
+        .unwrap();
+    assert_eq!(ids(&b, "p").await, vec![7, 8]);
+    assert_eq!(ids(&main, "p").await, vec![0, 1, 2]);
+    assert_clean(&main).await;
+}
+
+async fn create_cut(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        main.arm_failpoint(point).unwrap();
+        let e = main
+            .create_table("n", vec![people(0..2)])
+            .await
+            .unwrap_err();
+        assert!(is_cut(&e), "{point}: {e:#}");
+        main.arm_failpoint(point).unwrap();
+        let e = b.create_table("m", vec![people(0..2)]).await.unwrap_err();
+        assert!(is_cut(&e), "{point}: {e:#}");
+    }
+    let (inner, main) = reopen(&dir).await;
+    let undone = main
+        .last_recovery()
+        .operations
+        .iter()
+        .filter(|o| o.kind == "table creation" && o.action == "undone")
+        .count();
+    assert!(undone >= 1, "{:?}", main.last_recovery());
+    let b = main.branch("b").unwrap();
+    assert!(
+        !main.table_exists("n").await.unwrap(),
+        "{point}: create absent"
+    );
+    assert!(!b.table_exists("m").await.unwrap());
+    let mut datasets = inner.table_names().await.unwrap();
+    datasets.sort();
+    assert_eq!(datasets, vec!["p"], "{point}: no dataset left behind");
+    main.create_table("n", vec![people(0..2)]).await.unwrap();
+    b.create_table("m", vec![people(4..5)]).await.unwrap();
+    assert_eq!(ids(&main, "n").await, vec![0, 1]);
+    assert_eq!(ids(&b, "m").await, vec![4]);
+    assert!(!main.table_exists("m").await.unwrap());
+    assert_clean(&main).await;
+}
+
+/// A merge of two tables cut after the first and after the second table.
+async fn merge_table_cut(point: &str) {
+    for skip in 0..2 {
+        merge_cut_nth(point, skip).await;
+    }
 }
 
 /// Every fail point the library lists is cut by a scenario here.
@@ -290,7 +438,13 @@ async fn every_fail_point_recovers() {
             }
             "recovery::after_drop_before_record" => crash_inside_recovery(point).await,
             "checkpoint::after_write_before_truncate" => checkpoint_cut(point).await,
-            "merge::after_begin" | "merge::after_apply_before_publish" => merge_cut(point).await,
+            "merge::after_begin" | "merge::after_apply_before_publish" => {
+                merge_cut_nth(point, 0).await
+            }
+            "merge::after_table_applied" => merge_table_cut(point).await,
+            "fork::before_record" | "tag::before_record" => fork_or_tag_cut(point).await,
+            "replace::after_commit_before_publish" => replace_cut(point).await,
+            "create::after_dataset_before_publish" => create_cut(point).await,
             other => panic!("fail point {other} has no crash scenario"),
         }
     }
