@@ -61,12 +61,19 @@ impl BranchLines for LanceDbBackend {
                     .context(format!("deleting branch {branch:?} of {table:?}")));
             }
         }
-        // The object store removes files, not directories: drop the empty
-        // directory tree the branch leaves on a local disk.
+        // Remove what is left of the branch's directory on a local disk:
+        // the object store removes files, not directories, and a deletion
+        // cut short (a crash) leaves files that a second
+        // `force_delete_branch` no longer finds. The line is dead: nothing
+        // the catalog reads lives under it (lines forked from it are
+        // deleted first).
         let uri = self.table_uri(table);
         if !uri.contains("://") {
             let dir = std::path::Path::new(&uri).join("tree").join(branch);
-            tokio::task::spawn_blocking(move || remove_empty_tree(&dir))
+            tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
                 .await?
                 .with_context(|| format!("removing the directory of branch {branch:?}"))?;
         }
