@@ -559,6 +559,26 @@ impl Catalog {
         id
     }
 
+    /// The LSN the checkpoint on disk covers (0: none) and every record
+    /// logged after it, read back from the log under the commit lock.
+    ///
+    /// # Errors
+    /// The checkpoint or the log cannot be read.
+    pub(crate) fn log_after_checkpoint(&self) -> Result<(u64, Vec<(u64, Record)>)> {
+        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let covered = match &self.dir {
+            Some(dir) => read_checkpoint(dir)?.map_or(0, |s| s.applied),
+            None => 0,
+        };
+        let iter = self.wal.iter_from(Lsn(covered + 1));
+        let records = iter
+            .context("reading the catalog log")?
+            .map(|item| item.map(|(lsn, rec)| (lsn.0, rec)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .context("reading the catalog log")?;
+        Ok((covered, records))
+    }
+
     /// Write a checkpoint now and truncate the log below it.
     ///
     /// # Errors
@@ -586,7 +606,7 @@ impl Catalog {
 
 const CHECKPOINT: &str = "checkpoint";
 
-fn read_checkpoint(dir: &Path) -> Result<Option<CatalogState>> {
+pub(crate) fn read_checkpoint(dir: &Path) -> Result<Option<CatalogState>> {
     let path = dir.join(CHECKPOINT);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,

@@ -12,6 +12,7 @@ mod contract;
 mod core;
 mod diff;
 mod fsck;
+mod history;
 mod merge;
 mod names;
 mod recovery;
@@ -22,6 +23,7 @@ mod view;
 pub use catalog::{CatalogState, Record, TableRef};
 pub use diff::{PRIMARY_KEY_METADATA, TableChange, TableDiff};
 pub use fsck::{FsckProblem, FsckReport};
+pub use history::{History, HistoryEntry, OfflineCatalog, read_catalog_offline};
 pub use merge::{
     Conflict, ConflictKind, ConflictPolicy, MergeOptions, MergeOutcome, MergeReport,
     TableMergeStats,

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | line creation (first write on a branch) | `BeginLine` … `EndLine` | remove the Lance branch, whole or "zombie"; log `Abort` |
 //! | branch deletion | `BeginDelete` … `EndDelete` | remove the remaining Lance branches; log `EndDelete` |
-//! | merge | `BeginMerge` … the publish (which carries `EndMerge`) | log `Abort`: the merge never happened |
+//! | merge | `BeginMerge` … the publish (which carries `EndMerge`) | log `Abort`: the merge never happened; restore the target's tables to their published versions |
 //! | creating a table's dataset | `BeginCreate` … the publish (which carries `EndCreate`) | drop the dataset unless a branch reads it; log `Abort` |
 //! | a write | Lance commit … `Publish` | nothing at open: the version is invisible (reads use the published one) and the next change of the table restores the published version first (see [`BranchedBackend::recover_staging`](crate::StorageBackend::recover_staging)) |
 //!
@@ -111,6 +111,14 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
                 // versions are unpublished and restored away before the
                 // tables' next change.
                 core.commit(Record::Abort { op }).await?;
+                // Restore the versions it committed away now, so that the
+                // store is clean (fsck) right after recovery.
+                let meta = core.catalog.read().branches.get(&target).cloned();
+                if let Some(meta) = meta {
+                    for table in meta.tables.keys() {
+                        heal_table(core, &target, meta.id, table).await?;
+                    }
+                }
                 let detail = format!("{source:?} into {target:?}");
                 report.operations.push(done("merge", "undone", detail));
             }

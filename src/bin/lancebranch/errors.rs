@@ -1,0 +1,77 @@
+//! Errors of the command line: the `error: ...` line, a hint of what to do,
+//! and the exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use lancebranch::Error;
+use serde_json::json;
+
+use crate::output::Out;
+
+/// The store directory holds no lancebranch store.
+#[derive(Debug, thiserror::Error)]
+#[error("no lancebranch store at {}", .0.display())]
+pub struct StoreNotFound(pub PathBuf);
+
+/// What to tell the user to do about `err`, if anything useful.
+pub fn hint(err: &anyhow::Error) -> Option<String> {
+    if let Some(StoreNotFound(p)) = err.downcast_ref::<StoreNotFound>() {
+        return Some(format!(
+            "create one with `lancebranch demo --dir {}`, or point --store (or LANCEBRANCH_STORE) at an existing store",
+            p.display()
+        ));
+    }
+    let locked = err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<lancebranch_wal::Error>(),
+            Some(lancebranch_wal::Error::Locked { .. })
+        )
+    });
+    if locked {
+        return Some(
+            "another process has this store open; wait for it to finish (`wal dump` works meanwhile)"
+                .into(),
+        );
+    }
+    let h = match Error::of(err)? {
+        Error::BranchNotFound(_) => "run `lancebranch branches` to list them",
+        Error::BranchExists(_) => "pick another name, or `lancebranch delete-branch NAME` first",
+        Error::TagNotFound(_) => "run `lancebranch tags` to list them",
+        Error::TagExists(_) => "pick another tag name",
+        Error::TableNotFound(_) => "run `lancebranch branches` to see the tables of each branch",
+        Error::InvalidName { .. } => {
+            "names use ASCII letters, digits, '-', '_' and '.', and do not start with '.'"
+        }
+        Error::InvalidFilter { .. } => {
+            "a filter is a SQL WHERE clause without the keyword, e.g. --filter \"id > 3 AND label = 'person'\""
+        }
+        Error::InvalidColumn { .. } => {
+            "run `lancebranch scan TABLE --limit 1` to see the table's columns"
+        }
+        Error::MissingMergeKey(_) => {
+            "pass --key COL (or --key TABLE=COL), or set schema metadata \"lancebranch.primary_key\""
+        }
+        Error::NoMergeBase(..) => {
+            "merge a branch with its parent or child, or two siblings; see `lancebranch branches`"
+        }
+        Error::BranchInUse { .. } => "see the reason above; `--cascade` deletes child branches",
+        _ => return None,
+    };
+    Some(h.to_string())
+}
+
+/// Print `err` (and a hint) on stderr, and as a JSON document on stdout
+/// with `--json`; return exit code 1.
+pub fn report(err: &anyhow::Error, out: Out) -> ExitCode {
+    let hint = hint(err);
+    eprintln!("error: {err:#}");
+    if let Some(h) = &hint {
+        eprintln!("hint: {h}");
+    }
+    if out.json {
+        let doc = json!({ "error": format!("{err:#}"), "hint": hint, "exit_code": 1 });
+        let _ = out.doc(&doc);
+    }
+    ExitCode::FAILURE
+}

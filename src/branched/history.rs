@@ -1,0 +1,129 @@
+//! The catalog's history: the records logged since the last checkpoint,
+//! read from an open store ([`BranchedBackend::history`]) or offline from a
+//! store's directory ([`read_catalog_offline`], no lock, no recovery).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use lancebranch_wal::{Lsn, RecoveryMode, StdStorage, read_log};
+use serde::{Deserialize, Serialize};
+
+use crate::branched::catalog::{CatalogState, Record, read_checkpoint};
+use crate::branched::view::BranchedBackend;
+
+/// One logged catalog record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Its log sequence number.
+    pub lsn: u64,
+    /// The record.
+    pub record: Record,
+}
+
+/// The catalog's history as the log holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// The LSN the checkpoint covers: records `1..=checkpoint_lsn` are
+    /// folded into it (0: no checkpoint yet).
+    pub checkpoint_lsn: u64,
+    /// The records after the checkpoint, oldest first.
+    pub entries: Vec<HistoryEntry>,
+}
+
+impl History {
+    fn from_pairs(checkpoint_lsn: u64, records: Vec<(u64, Record)>) -> Self {
+        Self {
+            checkpoint_lsn,
+            entries: records
+                .into_iter()
+                .map(|(lsn, record)| HistoryEntry { lsn, record })
+                .collect(),
+        }
+    }
+}
+
+/// A store's catalog read offline by [`read_catalog_offline`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineCatalog {
+    /// The state the checkpoint and the log give, before any recovery: its
+    /// `pending` lists the operations a crash interrupted.
+    pub state: CatalogState,
+    /// The checkpoint's LSN and the records after it.
+    pub history: History,
+    /// Bytes of a torn last record (a write cut short), which opening the
+    /// store will cut off.
+    pub torn_tail_bytes: u64,
+}
+
+impl BranchedBackend {
+    /// The catalog's history: the records logged since the last checkpoint
+    /// with their LSNs, and the LSN the checkpoint covers.
+    ///
+    /// # Errors
+    /// The checkpoint or the log cannot be read.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(main: lancebranch::branched::BranchedBackend) -> anyhow::Result<()> {
+    /// let h = main.history().await?;
+    /// for e in &h.entries {
+    ///     println!("{} {:?}", e.lsn, e.record);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn history(&self) -> Result<History> {
+        let cat = self.core.catalog.clone();
+        let (covered, records) =
+            tokio::task::spawn_blocking(move || cat.log_after_checkpoint()).await??;
+        Ok(History::from_pairs(covered, records))
+    }
+}
+
+/// Read the catalog of the store in directory `store` without opening it:
+/// no lock is taken, nothing is recovered or repaired, so this works while
+/// another process has the store open, and shows what a crash left pending.
+///
+/// # Errors
+/// `store` has no catalog (`<store>/_lancebranch/`), or the checkpoint or
+/// the log cannot be read or decoded.
+///
+/// # Example
+/// ```no_run
+/// # fn demo() -> anyhow::Result<()> {
+/// let cat = lancebranch::branched::read_catalog_offline(std::path::Path::new("./store"))?;
+/// println!("{} operation(s) pending", cat.state.pending.len());
+/// # Ok(()) }
+/// ```
+pub fn read_catalog_offline(store: &Path) -> Result<OfflineCatalog> {
+    let dir = store.join("_lancebranch");
+    if !dir.is_dir() {
+        anyhow::bail!("{} holds no lancebranch catalog", store.display());
+    }
+    let mut state = read_checkpoint(&dir)?.unwrap_or_default();
+    let covered = state.applied;
+    let wal_dir = dir.join("wal");
+    let (records, torn_tail_bytes) = if wal_dir.is_dir() {
+        let storage =
+            StdStorage::open(&wal_dir).with_context(|| format!("opening {}", wal_dir.display()))?;
+        let got = read_log::<Record>(
+            &storage,
+            RecoveryMode::TolerateCorruptedTail,
+            Lsn(covered + 1),
+        )
+        .with_context(|| format!("reading the catalog log in {}", wal_dir.display()))?;
+        (got.records, got.report.torn_tail_bytes)
+    } else {
+        (Vec::new(), 0)
+    };
+    let records: Vec<(u64, Record)> = records.into_iter().map(|(l, r)| (l.0, r)).collect();
+    for (lsn, rec) in &records {
+        if *lsn > state.applied {
+            state.apply(*lsn, rec);
+        }
+    }
+    Ok(OfflineCatalog {
+        state,
+        history: History::from_pairs(covered, records),
+        torn_tail_bytes,
+    })
+}
