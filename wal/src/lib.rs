@@ -49,6 +49,8 @@
 mod commit;
 mod error;
 mod format;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod options;
 mod reader;
 mod scan;
