@@ -144,7 +144,9 @@ impl<F: FnMut(u64, &[u8]) -> Result<()>> Scanner<'_, F> {
 
     fn frame(&mut self, f: Frame) -> Result<Flow> {
         let skip_any = self.mode == RecoveryMode::SkipAnyCorrupted;
-        if f.lsn < self.expected || (f.lsn > self.expected && !skip_any) {
+        // u64::MAX is never written (the writer refuses an append that
+        // would reach it), and accepting it would saturate `expected`.
+        if f.lsn == u64::MAX || f.lsn < self.expected || (f.lsn > self.expected && !skip_any) {
             let reason = format!("frame carries lsn {}", f.lsn);
             return self.damage(&reason, true, self.pos);
         }

@@ -215,3 +215,42 @@ fn skip_any_reads_the_same_records_after_its_repair() {
         assert_eq!(after.report.next_lsn, next, "lsn {far}: next lsn changed");
     }
 }
+
+/// Regression (found by the `wal_decode` fuzz target): LSN `u64::MAX` is
+/// never written (an append that would reach it fails), but the reader
+/// accepted a checksummed frame carrying it, and the expected LSN saturated
+/// there: a batch at the end of the LSN space came back with LSN `u64::MAX`
+/// twice, and in SkipAnyCorrupted mode a jump to `u64::MAX` left a next LSN
+/// equal to the last record's. A frame carrying `u64::MAX` is now damage.
+#[test]
+fn a_frame_with_lsn_u64_max_is_damage() {
+    use lancebranch_wal::testing::{frame, segment_header};
+    let max = u64::MAX;
+    let mut batch = segment_header(max - 1, 1);
+    batch.extend(frame(max - 1, 2, b"\x01a"));
+    batch.extend(frame(max, 3, b"\x01b"));
+    batch.extend(frame(max, 4, b"\x01c"));
+    let sim = SimStorage::new();
+    sim.put_file(&segment_name(max - 1), &batch);
+    for mode in [
+        RecoveryMode::TolerateCorruptedTail,
+        RecoveryMode::AbsoluteConsistency,
+        RecoveryMode::PointInTime,
+        RecoveryMode::SkipAnyCorrupted,
+    ] {
+        if let Ok(got) = read_log::<Vec<u8>>(&sim, mode, Lsn::ZERO) {
+            assert!(got.records.is_empty(), "{mode:?}: {:?}", got.records);
+        }
+    }
+    let pit = read_log::<Vec<u8>>(&sim, RecoveryMode::PointInTime, Lsn::ZERO).expect("pit");
+    assert_eq!(pit.report.next_lsn, Lsn(max - 1));
+
+    let mut jump = segment_header(1, 1);
+    jump.extend(frame(1, 1, b"\x01a"));
+    jump.extend(frame(max, 1, b"\x01b"));
+    let sim = SimStorage::new();
+    sim.put_file(&segment_name(1), &jump);
+    let skip = read_log::<Vec<u8>>(&sim, RecoveryMode::SkipAnyCorrupted, Lsn::ZERO).expect("skip");
+    assert_eq!(skip.records, vec![(Lsn(1), b"a".to_vec())]);
+    assert_eq!(skip.report.next_lsn, Lsn(2));
+}

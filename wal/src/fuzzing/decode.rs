@@ -512,7 +512,8 @@ fn reference(segs: &[Seg]) -> Expect {
             let Some(f) = parse_frame(bytes, pos) else {
                 return damage(records, commit_next);
             };
-            if f.lsn != exp {
+            // LSN u64::MAX is never written: such a frame is damage.
+            if f.lsn != exp || f.lsn == u64::MAX {
                 return damage(records, commit_next);
             }
             let commit: Vec<RefFrame> = match (in_batch, f.kind) {
