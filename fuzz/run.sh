@@ -10,7 +10,9 @@
 # <target> <file>` and copy the result to fuzz/regressions/<target>/ so that
 # `cargo test` replays it. branch_ops is built with `--features branch` (it
 # links Lance). Environment: FUZZ_ARGS adds libFuzzer flags, FUZZ_NICE sets
-# the niceness (default 19), CARGO_BUILD_JOBS defaults to 1.
+# the niceness (default 19), FUZZ_SANITIZER the sanitizer (default none: the
+# targets are safe Rust, and AddressSanitizer makes them several times
+# slower; use address for unsafe code), CARGO_BUILD_JOBS defaults to 1.
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -25,6 +27,7 @@ if [[ ${#targets[@]} -eq 0 ]]; then
     targets=(wal_decode wal_ops branch_ops)
 fi
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
+sanitizer=${FUZZ_SANITIZER:-none}
 
 summary=()
 failed=0
@@ -36,7 +39,7 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     log="artifacts/$t.log"
     echo "== $t: building"
-    if ! nice -n "${FUZZ_NICE:-19}" cargo +nightly fuzz build "${features[@]}" "$t"; then
+    if ! nice -n "${FUZZ_NICE:-19}" cargo +nightly fuzz build -s "$sanitizer" "${features[@]}" "$t"; then
         summary+=("$t: build failed")
         failed=1
         continue
@@ -44,7 +47,7 @@ for t in "${targets[@]}"; do
     echo "== $t: fuzzing for ${secs}s (log: fuzz/$log)"
     start=$(date +%s)
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
-    nice -n "${FUZZ_NICE:-19}" cargo +nightly fuzz run "${features[@]}" "$t" "corpus/$t" -- \
+    nice -n "${FUZZ_NICE:-19}" cargo +nightly fuzz run -s "$sanitizer" "${features[@]}" "$t" "corpus/$t" -- \
         -max_total_time="$secs" -print_final_stats=1 -timeout=20 ${FUZZ_ARGS:-} >"$log" 2>&1
     rc=$?
     wall=$(($(date +%s) - start))
