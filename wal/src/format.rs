@@ -216,6 +216,19 @@ pub(crate) fn put_frame(out: &mut Vec<u8>, lsn: u64, kind: Kind, rec: &Encoded) 
     out.extend_from_slice(&rec.payload);
 }
 
+/// A frame with any kind byte (tests build damaged logs with it).
+pub(crate) fn encode_frame_raw(lsn: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
+    let rec = Encoded::new(payload.to_vec());
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(rec.frame_len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&frame_crc(len, lsn, kind, &rec.crc).to_le_bytes());
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+    out
+}
+
 /// A frame that passed its checksum.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Frame {

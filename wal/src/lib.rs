@@ -49,6 +49,8 @@
 mod commit;
 mod error;
 mod format;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod options;
 mod reader;
 mod scan;
@@ -74,6 +76,12 @@ pub mod testing {
     /// `version` (to build "future" segments in tests).
     pub fn segment_header(first_lsn: u64, version: u32) -> Vec<u8> {
         crate::format::encode_segment_header_version(first_lsn, version).to_vec()
+    }
+
+    /// An encoded frame carrying `payload` (already postcard-encoded) with
+    /// `lsn` and frame `kind` (1 FULL, 2 FIRST, 3 MIDDLE, 4 LAST).
+    pub fn frame(lsn: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
+        crate::format::encode_frame_raw(lsn, kind, payload)
     }
 
     /// The file name of the segment starting at `first_lsn`.

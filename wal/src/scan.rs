@@ -58,16 +58,27 @@ struct Scanner<'a, F> {
     finished: bool,
 }
 
-/// Offset of the first frame at or after `from` that passes its checksum and
-/// has an LSN of at least `lo`.
-fn find_next(bytes: &[u8], from: usize, lo: u64) -> Option<usize> {
+/// Offset of the first frame after the damage at `damage_at` that passes its
+/// checksum and carries an LSN a frame at its offset could have: at least
+/// `lo` (the expected LSN, which the damaged frame would have carried), and
+/// at most `lo` plus the number of frames that fit between `damage_at` and
+/// it (each frame takes at least `FRAME_HEADER_LEN` bytes), plus one.
+///
+/// The bound depends only on the bytes before the candidate, never on the
+/// length of the file: a writer cuts the tail after the last record it
+/// recovered, and that must not change which frames are found before it
+/// (it once used the file length, so in `SkipAnyCorrupted` mode a record
+/// returned by recovery could vanish after the repair).
+fn find_next(bytes: &[u8], damage_at: usize, lo: u64) -> Option<usize> {
     let len = bytes.len();
     if len < FRAME_HEADER_LEN {
         return None;
     }
-    let hi = lo.saturating_add((len / FRAME_HEADER_LEN) as u64 + 1);
-    (from..=len - FRAME_HEADER_LEN)
-        .find(|&q| plausible_frame(bytes, q, lo, hi) && read_frame(bytes, q).is_ok())
+    (damage_at + 1..=len - FRAME_HEADER_LEN).find(|&q| {
+        let fit = ((q - damage_at) / FRAME_HEADER_LEN) as u64;
+        let hi = lo.saturating_add(fit + 1);
+        plausible_frame(bytes, q, lo, hi) && read_frame(bytes, q).is_ok()
+    })
 }
 
 impl<F: FnMut(u64, &[u8]) -> Result<()>> Scanner<'_, F> {
@@ -97,7 +108,7 @@ impl<F: FnMut(u64, &[u8]) -> Result<()>> Scanner<'_, F> {
     /// skipped range in SkipAny mode.
     fn damage(&mut self, reason: &str, valid_here: bool, skip_from: usize) -> Result<Flow> {
         let bytes = self.seg.bytes;
-        let next = find_next(bytes, self.pos + 1, self.expected);
+        let next = find_next(bytes, self.pos, self.expected);
         let followed = next.is_some() || valid_here || !self.seg.is_last;
         let skip_any = self.mode == RecoveryMode::SkipAnyCorrupted;
         let tail = !followed || (skip_any && next.is_none() && self.seg.is_last);
@@ -133,7 +144,9 @@ impl<F: FnMut(u64, &[u8]) -> Result<()>> Scanner<'_, F> {
 
     fn frame(&mut self, f: Frame) -> Result<Flow> {
         let skip_any = self.mode == RecoveryMode::SkipAnyCorrupted;
-        if f.lsn < self.expected || (f.lsn > self.expected && !skip_any) {
+        // u64::MAX is never written (the writer refuses an append that
+        // would reach it), and accepting it would saturate `expected`.
+        if f.lsn == u64::MAX || f.lsn < self.expected || (f.lsn > self.expected && !skip_any) {
             let reason = format!("frame carries lsn {}", f.lsn);
             return self.damage(&reason, true, self.pos);
         }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Rec, expected, lsns, rec};
+use lancebranch_wal::testing::segment_name;
 use lancebranch_wal::{Error, Lsn, Options, RecoveryMode, SimStorage, SyncPolicy, Wal, read_log};
 
 /// A log of `n` records in small segments. Returns the storage and the
@@ -166,4 +167,90 @@ fn clean_log_opens_in_every_mode() {
         assert!(got.report.skipped.is_empty() && got.report.stopped_at.is_none());
         assert_eq!(wal.next_lsn(), Lsn(26));
     }
+}
+
+/// A segment: a damaged first frame, then a checksummed frame with LSN
+/// `far_lsn` (payload "far"), then 40 bytes of garbage.
+fn damaged_then_frame(first: u64, far_lsn: u64) -> Vec<u8> {
+    use lancebranch_wal::testing::{frame, segment_header};
+    let mut seg = segment_header(first, 1);
+    let mut damaged = frame(first, 1, b"\x04lost");
+    damaged[5] ^= 1;
+    seg.extend(damaged);
+    seg.extend(frame(far_lsn, 1, b"\x03far"));
+    seg.extend([0xee; 40]);
+    seg
+}
+
+/// Regression (found by the `wal_decode` fuzz target): in SkipAnyCorrupted
+/// mode, whether a checksummed frame after damage was accepted depended on
+/// the length of the whole file (its LSN had to be below `expected + len /
+/// 17 + 1`). Opening for writing cuts the tail after the last record, which
+/// shrank that bound: the record recovery had just returned vanished on the
+/// next read, and the next LSN went backwards (reusing LSNs the caller had
+/// seen). The bound now depends only on the bytes between the damage and the
+/// frame, so reading is stable under the repair.
+#[test]
+fn skip_any_reads_the_same_records_after_its_repair() {
+    let first = 10;
+    // A real frame right after the damaged one carries LSN 11; LSN 17 cannot
+    // be reached within 22 bytes of the damage, LSN 11 can.
+    for (far, want) in [(17, vec![]), (11, vec![(Lsn(11), b"far".to_vec())])] {
+        let sim = SimStorage::new();
+        sim.put_file(&segment_name(first), &damaged_then_frame(first, far));
+        let skip = RecoveryMode::SkipAnyCorrupted;
+        let before = read_log::<Vec<u8>>(&sim, skip, Lsn::ZERO).expect("read");
+        assert_eq!(before.records, want, "lsn {far}");
+        let (wal, opened) =
+            Wal::<Vec<u8>>::open_with_storage(sim.clone(), Options::default().recovery(skip))
+                .expect("open");
+        assert_eq!(opened.records, want, "lsn {far}");
+        let next = wal.next_lsn();
+        drop(wal);
+        let after = read_log::<Vec<u8>>(&sim, skip, Lsn::ZERO).expect("read after repair");
+        assert_eq!(
+            after.records, want,
+            "lsn {far}: records changed by the repair"
+        );
+        assert_eq!(after.report.next_lsn, next, "lsn {far}: next lsn changed");
+    }
+}
+
+/// Regression (found by the `wal_decode` fuzz target): LSN `u64::MAX` is
+/// never written (an append that would reach it fails), but the reader
+/// accepted a checksummed frame carrying it, and the expected LSN saturated
+/// there: a batch at the end of the LSN space came back with LSN `u64::MAX`
+/// twice, and in SkipAnyCorrupted mode a jump to `u64::MAX` left a next LSN
+/// equal to the last record's. A frame carrying `u64::MAX` is now damage.
+#[test]
+fn a_frame_with_lsn_u64_max_is_damage() {
+    use lancebranch_wal::testing::{frame, segment_header};
+    let max = u64::MAX;
+    let mut batch = segment_header(max - 1, 1);
+    batch.extend(frame(max - 1, 2, b"\x01a"));
+    batch.extend(frame(max, 3, b"\x01b"));
+    batch.extend(frame(max, 4, b"\x01c"));
+    let sim = SimStorage::new();
+    sim.put_file(&segment_name(max - 1), &batch);
+    for mode in [
+        RecoveryMode::TolerateCorruptedTail,
+        RecoveryMode::AbsoluteConsistency,
+        RecoveryMode::PointInTime,
+        RecoveryMode::SkipAnyCorrupted,
+    ] {
+        if let Ok(got) = read_log::<Vec<u8>>(&sim, mode, Lsn::ZERO) {
+            assert!(got.records.is_empty(), "{mode:?}: {:?}", got.records);
+        }
+    }
+    let pit = read_log::<Vec<u8>>(&sim, RecoveryMode::PointInTime, Lsn::ZERO).expect("pit");
+    assert_eq!(pit.report.next_lsn, Lsn(max - 1));
+
+    let mut jump = segment_header(1, 1);
+    jump.extend(frame(1, 1, b"\x01a"));
+    jump.extend(frame(max, 1, b"\x01b"));
+    let sim = SimStorage::new();
+    sim.put_file(&segment_name(1), &jump);
+    let skip = read_log::<Vec<u8>>(&sim, RecoveryMode::SkipAnyCorrupted, Lsn::ZERO).expect("skip");
+    assert_eq!(skip.records, vec![(Lsn(1), b"a".to_vec())]);
+    assert_eq!(skip.report.next_lsn, Lsn(2));
 }
