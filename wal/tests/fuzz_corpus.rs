@@ -5,8 +5,8 @@
 //! by plain `cargo test` even without cargo-fuzz or a corpus.
 //!
 //! `WAL_FUZZ_WRITE_SEEDS=1 cargo test -p lancebranch-wal --test fuzz_corpus
-//! -- --ignored write_seed_corpus` regenerates the hand-made seed inputs
-//! (`seed-*` files) of `../fuzz/corpus/`.
+//! seed_corpus_is_current` regenerates the hand-made seed inputs (`seed-*`
+//! files) of `../fuzz/corpus/`; without the variable the test checks them.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -249,24 +249,36 @@ fn decode_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// Writes the hand-made seeds (and a few pseudo-random `wal_ops` inputs)
-/// into `../fuzz/corpus/`. Run explicitly (see the module docs).
+/// The hand-made seeds (and a few pseudo-random `wal_ops` inputs) in
+/// `../fuzz/corpus/` are exactly what this generator makes; with
+/// `WAL_FUZZ_WRITE_SEEDS=1` it (re)writes them instead.
 #[test]
-#[ignore = "writes files; run with WAL_FUZZ_WRITE_SEEDS=1 -- --ignored"]
-fn write_seed_corpus() {
-    if std::env::var_os("WAL_FUZZ_WRITE_SEEDS").is_none() {
-        return;
-    }
+fn seed_corpus_is_current() {
+    let write = std::env::var_os("WAL_FUZZ_WRITE_SEEDS").is_some();
+    let mut seeds: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let dir = fuzz_dir().join("corpus/wal_decode");
-    std::fs::create_dir_all(&dir).expect("mkdir");
     for (name, input) in decode_seeds() {
-        std::fs::write(dir.join(name), input).expect("write seed");
+        seeds.push((dir.join(name), input));
     }
     let dir = fuzz_dir().join("corpus/wal_ops");
-    std::fs::create_dir_all(&dir).expect("mkdir");
     let mut rng = XorShift(0x0b55_eed0);
     for i in 0..12 {
         let data = rng.bytes(64 + 48 * i);
-        std::fs::write(dir.join(format!("seed-random-{i:02}")), data).expect("write seed");
+        seeds.push((dir.join(format!("seed-random-{i:02}")), data));
+    }
+    for (path, data) in seeds {
+        if write {
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, data).expect("write seed");
+        } else {
+            let on_disk = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("seed {} missing ({e}); regenerate", path.display()));
+            assert_eq!(
+                on_disk,
+                data,
+                "seed {} is stale; regenerate",
+                path.display()
+            );
+        }
     }
 }
