@@ -1,0 +1,300 @@
+//! Recovery bench: the time of `BranchedBackend::open` on an existing store
+//! (every handle dropped first, as after a crash or a restart) against the
+//! length of the catalog log since the last checkpoint.
+//!
+//! Every store gets one 1 k-row table and an explicit checkpoint, then N
+//! catalog records of one of two kinds:
+//!
+//! - *mixed*: forks (one record each) and, every tenth record, a 1-row
+//!   append on main (one `Publish` record); the forked branches stay, so
+//!   the live catalog state grows with N;
+//! - *churn*: fork then delete the (never written) branch, three records
+//!   per cycle, topped up with 1-row appends; the live state stays one
+//!   branch, so only the log grows.
+//!
+//! The number of records after the checkpoint is checked by reading the log
+//! back before anything is timed. Reported as ratios from one run:
+//!
+//! - reopen with 1000 mixed records since the checkpoint / with 10
+//!   (target ≤ 2.0);
+//! - reopen right after `checkpoint()` of a 1000-record churn store / with
+//!   10 records since the checkpoint: history behind a checkpoint
+//!   (target ≤ 1.2);
+//! - reopen right after `checkpoint()` of the 1000-record mixed store /
+//!   with 10: the same plus 900 live branches in the checkpoint, which are
+//!   state, not history (no target).
+//!
+//! In a debug build the first two miss their targets: replaying a record
+//! costs about 5 µs (decode and apply), and every open reads the whole log
+//! segment and rewrites its last one, checkpointed records included (a
+//! checkpoint removes only whole segments, which rotate at 16 MiB). See
+//! `benches/README.md`.
+//!
+//! Only `BranchedBackend::open` is timed (the inner `LanceDbBackend` is
+//! opened just before it, untimed). A breakdown per store shows where the
+//! time goes: decoding the checkpoint, reading the log files, applying the
+//! records after the checkpoint.
+//!
+//! `cargo bench --profile dev --bench recovery`; `LANCEBRANCH_BENCH_SMALL=1`
+//! takes fewer samples (the store sizes stay the same).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use criterion::{Criterion, criterion_group, criterion_main};
+use lancebranch::branched::{BranchedBackend, CatalogState, Record};
+use lancebranch::{LanceDbBackend, StorageBackend, WriteMode};
+use lancebranch_wal::{Lsn, RecoveryMode, StdStorage, read_log};
+use tokio::runtime::Runtime;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]))
+}
+
+fn rows(start: i64, n: i64) -> RecordBatch {
+    let ids: Vec<i64> = (start..start + n).collect();
+    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(names)),
+        ],
+    )
+    .expect("batch")
+}
+
+fn small() -> bool {
+    std::env::var_os("LANCEBRANCH_BENCH_SMALL").is_some()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Mixed,
+    Churn,
+}
+
+/// A store on disk with no open handle.
+struct Store {
+    _dir: tempfile::TempDir,
+    path: String,
+    label: String,
+}
+
+impl Store {
+    fn catalog(&self) -> PathBuf {
+        Path::new(&self.path).join("_lancebranch")
+    }
+}
+
+/// Open the inner store (durable, as users run it).
+async fn inner(path: &str) -> Arc<LanceDbBackend> {
+    Arc::new(LanceDbBackend::open(path).await.expect("open inner"))
+}
+
+/// A store whose catalog log holds `records` records of `kind` after its
+/// checkpoint; checkpointed once more at the end if `checkpoint_after`.
+async fn build(kind: Kind, records: usize, checkpoint_after: bool) -> Store {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_str().expect("utf-8").to_string();
+    let main = BranchedBackend::open(inner(&path).await)
+        .await
+        .expect("branched");
+    main.create_table("t0", vec![rows(0, 1_000)])
+        .await
+        .expect("create");
+    main.checkpoint().await.expect("checkpoint");
+    let mut made = 0;
+    while made < records {
+        let name = format!("f{made}");
+        if kind == Kind::Churn && records - made >= 3 {
+            // Fork, BeginDelete, EndDelete.
+            main.fork(&name).await.expect("fork");
+            main.delete_branch(&name, false).await.expect("delete");
+            made += 3;
+        } else if kind == Kind::Churn || made % 10 == 9 {
+            // One Publish.
+            main.write("t0", vec![rows(1_000 + made as i64, 1)], WriteMode::Append)
+                .await
+                .expect("write");
+            made += 1;
+        } else {
+            main.fork(&name).await.expect("fork");
+            made += 1;
+        }
+    }
+    let branches = main.list_branches().len();
+    if checkpoint_after {
+        main.checkpoint().await.expect("checkpoint");
+    }
+    drop(main);
+    let label = format!(
+        "{records} {} records{}",
+        match kind {
+            Kind::Mixed => "mixed",
+            Kind::Churn => "churn",
+        },
+        if checkpoint_after {
+            " then checkpoint()"
+        } else {
+            " since the checkpoint"
+        }
+    );
+    let s = Store {
+        _dir: dir,
+        path,
+        label,
+    };
+    let b = breakdown(&s);
+    let want = if checkpoint_after { 0 } else { records };
+    assert_eq!(b.since, want, "records since the checkpoint");
+    println!(
+        "store {}: {branches} live branches; checkpoint {} B ({:.2?} to decode), \
+         log files {} B / {} records ({:.2?} to read), {} records after the checkpoint \
+         ({:.2?} to apply)",
+        s.label, b.ckpt_bytes, b.decode, b.log_bytes, b.total, b.scan, b.since, b.apply
+    );
+    s
+}
+
+/// Where an open of the catalog spends its time, measured piecewise without
+/// opening the store (median of a few runs).
+struct Breakdown {
+    ckpt_bytes: usize,
+    decode: Duration,
+    log_bytes: u64,
+    total: usize,
+    scan: Duration,
+    since: usize,
+    apply: Duration,
+}
+
+fn breakdown(s: &Store) -> Breakdown {
+    let cat = s.catalog();
+    let storage = StdStorage::open(cat.join("wal")).expect("log dir");
+    let mode = RecoveryMode::TolerateCorruptedTail;
+    let (mut decode, mut scan, mut apply) = (Vec::new(), Vec::new(), Vec::new());
+    let mut b = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let bytes = std::fs::read(cat.join("checkpoint")).expect("checkpoint file");
+        // One format byte, then the postcard state.
+        let mut state: CatalogState = postcard::from_bytes(&bytes[1..]).expect("checkpoint");
+        decode.push(t.elapsed());
+        let t = Instant::now();
+        let log = read_log::<Record>(&storage, mode, Lsn(state.applied + 1)).expect("log");
+        scan.push(t.elapsed());
+        let t = Instant::now();
+        for (lsn, rec) in &log.records {
+            state.apply(lsn.0, rec);
+        }
+        apply.push(t.elapsed());
+        b = Some((bytes.len(), log.report.bytes_read, log.records.len()));
+    }
+    let (ckpt_bytes, log_bytes, since) = b.expect("measured");
+    let total = read_log::<Record>(&storage, mode, Lsn::ZERO)
+        .expect("log")
+        .records
+        .len();
+    Breakdown {
+        ckpt_bytes,
+        decode: p50(decode),
+        log_bytes,
+        total,
+        scan: p50(scan),
+        since,
+        apply: p50(apply),
+    }
+}
+
+/// One timed reopen; every handle is dropped before returning.
+async fn reopen(s: &Store) -> Duration {
+    let inner = inner(&s.path).await;
+    let t = Instant::now();
+    let main = BranchedBackend::open(inner).await.expect("reopen");
+    let d = t.elapsed();
+    std::hint::black_box(&main);
+    drop(main);
+    d
+}
+
+fn p50(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ratio(name: &str, num: Duration, den: Duration, target: &str) {
+    println!(
+        "RATIO {name}: {:.3} ({num:.2?} / {den:.2?}; target {target})",
+        num.as_secs_f64() / den.as_secs_f64()
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    let n = if small() { 11 } else { 41 };
+
+    let t = Instant::now();
+    let stores: Vec<Store> = [
+        (Kind::Mixed, 10, false),
+        (Kind::Mixed, 100, false),
+        (Kind::Mixed, 1000, false),
+        (Kind::Churn, 1000, true),
+        (Kind::Mixed, 1000, true),
+    ]
+    .into_iter()
+    .map(|(k, r, c)| rt.block_on(build(k, r, c)))
+    .collect();
+    println!("stores built in {:.1?}", t.elapsed());
+
+    c.bench_function("reopen/10 records since checkpoint", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(reopen(&stores[0]))).sum())
+    });
+
+    // Rounds over every store, so drift hits all of them alike.
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
+    for _ in 0..n {
+        for (i, s) in stores.iter().enumerate() {
+            samples[i].push(rt.block_on(reopen(s)));
+        }
+    }
+    let p: Vec<Duration> = samples.into_iter().map(p50).collect();
+    for (s, d) in stores.iter().zip(&p) {
+        println!("reopen p50, {}: {d:.2?}", s.label);
+    }
+    println!(
+        "replay cost per record since the checkpoint: {:.1?}",
+        (p[2].saturating_sub(p[0])) / 990
+    );
+    ratio(
+        "reopen 1000 records / 10 records since checkpoint",
+        p[2],
+        p[0],
+        "<= 2.0",
+    );
+    ratio(
+        "reopen after checkpoint (1000 records of history, 1 live branch) / 10 records since checkpoint",
+        p[3],
+        p[0],
+        "<= 1.2",
+    );
+    ratio(
+        "reopen after checkpoint (1000 records of history, 901 live branches) / 10 records since checkpoint",
+        p[4],
+        p[0],
+        "none: live state, not history; for information",
+    );
+}
+
+criterion_group! {
+    name = recovery;
+    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+criterion_main!(recovery);
