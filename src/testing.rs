@@ -123,6 +123,34 @@ pub fn is_crash(e: &anyhow::Error) -> bool {
     matches!(Error::of(e), Some(Error::FailPoint(_)))
 }
 
+/// Recover every table of every branch of the store (`recover_staging`),
+/// then require `fsck` to find nothing: what a store must look like after
+/// recovery.
+///
+/// # Errors
+/// Recovery fails, or `fsck` finds problems (listed in the error).
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(main: lancebranch::branched::BranchedBackend) -> anyhow::Result<()> {
+/// lancebranch::testing::recover_and_check(&main).await?;
+/// # Ok(()) }
+/// ```
+pub async fn recover_and_check(main: &BranchedBackend) -> Result<()> {
+    for b in main.list_branches() {
+        let view = main.branch(&b.name)?;
+        for t in &b.tables {
+            view.recover_staging(t).await?;
+        }
+    }
+    let report = main.fsck(false).await?;
+    if !report.is_clean() {
+        let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+        return Err(anyhow!("fsck after recovery: {}", problems.join("; ")));
+    }
+    Ok(())
+}
+
 /// A branched store on a directory that can be crashed and recovered.
 ///
 /// Views of it ([`main`](Self::main), and what `branch` / `fork` on it
@@ -213,17 +241,7 @@ impl CrashableStore {
         }
         let inner = Arc::new(LanceDbBackend::open_with(&self.path, self.opts.clone()).await?);
         let main = BranchedBackend::open(inner).await?;
-        for b in main.list_branches() {
-            let view = main.branch(&b.name)?;
-            for t in &b.tables {
-                view.recover_staging(t).await?;
-            }
-        }
-        let report = main.fsck(false).await?;
-        if !report.is_clean() {
-            let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
-            return Err(anyhow!("fsck after recovery: {}", problems.join("; ")));
-        }
+        recover_and_check(&main).await?;
         let recovery = main.last_recovery().clone();
         self.main = Some(main);
         Ok(recovery)

@@ -43,14 +43,7 @@ async fn reopen(dir: &tempfile::TempDir) -> (Arc<LanceDbBackend>, BranchedBacken
 
 /// Recover every table of every branch, then `fsck` finds nothing.
 async fn assert_clean(main: &BranchedBackend) {
-    for b in main.list_branches() {
-        let view = main.branch(&b.name).unwrap();
-        for t in b.tables {
-            view.recover_staging(&t).await.unwrap();
-        }
-    }
-    let report = main.fsck(false).await.unwrap();
-    assert!(report.is_clean(), "fsck: {:#?}", report.problems);
+    lancebranch::testing::recover_and_check(main).await.unwrap();
 }
 
 fn is_cut(e: &anyhow::Error) -> bool {

@@ -101,14 +101,7 @@ async fn applied(op: Op, main: &BranchedBackend) -> bool {
 }
 
 async fn assert_clean(main: &BranchedBackend) {
-    for b in main.list_branches() {
-        let view = main.branch(&b.name).unwrap();
-        for t in b.tables {
-            view.recover_staging(&t).await.unwrap();
-        }
-    }
-    let report = main.fsck(false).await.unwrap();
-    assert!(report.is_clean(), "fsck: {:#?}", report.problems);
+    lancebranch::testing::recover_and_check(main).await.unwrap();
 }
 
 /// Cut `op` after each of its object-store writes in turn.

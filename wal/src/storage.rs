@@ -89,7 +89,9 @@ pub trait StorageFile: Send + Sync {
 
 /// [`Storage`] on a real directory through `std::fs`: `sync_data` is
 /// `fdatasync`, `sync_dir` is `fsync` of the directory, and [`Storage::lock`]
-/// takes an exclusive `flock` on a `LOCK` file.
+/// takes an exclusive `flock` on a `LOCK` file (retrying a busy lock for half
+/// a second: a child process being spawned holds the parent's locks until it
+/// execs).
 ///
 /// # Example
 ///
@@ -215,19 +217,35 @@ impl Storage for StdStorage {
             .truncate(false)
             .write(true)
             .open(self.path_of(LOCK_FILE))?;
-        match file.try_lock() {
-            Ok(()) => {
-                *slot = Some(file);
-                Ok(())
+        // A lock released a moment ago can still be held by a child
+        // process this one is spawning: between fork and exec the child
+        // shares every open file description, `flock`s included. So a busy
+        // lock is retried for a short while before it counts as held.
+        let deadline = std::time::Instant::now() + LOCK_RETRY_FOR;
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    *slot = Some(file);
+                    return Ok(());
+                }
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "directory locked by another writer",
+                    ));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e),
             }
-            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "directory locked by another writer",
-            )),
-            Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
 }
+
+/// How long a busy directory lock is retried before it counts as held by
+/// another writer.
+const LOCK_RETRY_FOR: std::time::Duration = std::time::Duration::from_millis(500);
 
 struct StdFile {
     file: File,

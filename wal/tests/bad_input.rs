@@ -178,3 +178,19 @@ fn second_writer_is_locked_out() {
     let (_, got) = Wal::<Rec>::open(dir.path(), Options::default()).expect("reopen");
     assert_eq!(got.records.len(), 1);
 }
+
+/// A lock released shortly after (as when a child process being spawned
+/// still shares the descriptor until it execs) is waited for, not an error.
+#[test]
+fn a_lock_released_a_moment_later_is_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = Wal::<Rec>::open(dir.path(), Options::default()).expect("open");
+    wal.append(&rec(0)).expect("append");
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(wal);
+    });
+    let (_, got) = Wal::<Rec>::open(dir.path(), Options::default()).expect("waited for the lock");
+    assert_eq!(got.records.len(), 1);
+    holder.join().expect("holder");
+}
