@@ -313,6 +313,11 @@ impl BranchLines for LanceDbBackend {
             .await?;
         let ds = crate::lance::ops::line_dataset(&t, table).await?;
         let mut columns: Vec<String> = ds.schema().fields.iter().map(|f| f.name.clone()).collect();
+        if let Some(batch) =
+            crate::lance::take::take_live_rows(&ds, table, row_ids, &columns).await?
+        {
+            return Ok(vec![batch]);
+        }
         columns.push("_rowid".to_string());
         let projection = lance::dataset::ProjectionRequest::from_columns(&columns, ds.schema());
         let batch = ds

@@ -7,6 +7,7 @@ mod durable;
 mod lines;
 mod ops;
 mod search;
+mod take;
 
 pub use backend::{LanceDbBackend, LanceDbOptions};
 pub use durable::{SyncCounter, durable_session};
