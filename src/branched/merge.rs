@@ -570,6 +570,11 @@ impl BranchedBackend {
                     version = v;
                 }
             }
+            if inserts.len() > 1 {
+                // One batch: Lance handles a thousand one-row batches
+                // several times slower than the same rows at once.
+                inserts = vec![arrow_select::concat::concat_batches(&schema, &inserts)?];
+            }
             if !inserts.is_empty()
                 && let Some(v) = inner.write_line(&t, l, inserts, WriteMode::Append).await?
             {
