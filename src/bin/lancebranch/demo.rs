@@ -200,7 +200,11 @@ pub async fn run(dir: &Path, out: Out) -> Result<u8> {
         return Ok(0);
     }
     outln!();
-    outln!("summary (debug builds are slower than release)");
+    if cfg!(debug_assertions) {
+        outln!("summary (a debug build; `cargo run --release -- demo` is several times faster)");
+    } else {
+        outln!("summary (release build)");
+    }
     for (name, t) in &d.steps {
         outln!("  {name:<22} {:>9.2} ms", ms(*t));
     }
