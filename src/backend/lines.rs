@@ -110,6 +110,20 @@ pub trait BranchLines: StorageBackend {
         filter: &str,
     ) -> Result<u64>;
 
+    /// Delete, in one commit, the rows with these stable row ids whose
+    /// `key` columns still hold the values of the paired one-row batch.
+    /// Returns the new version (`None`: nothing deleted) and the indexes into
+    /// `rows` of the rows left (not live on the line, or their key changed),
+    /// for the caller to delete by key. Costs what is deleted: no lookup
+    /// through the whole table.
+    async fn delete_by_row_ids_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        key: &[String],
+        rows: &[(u64, RecordBatch)],
+    ) -> Result<(Option<u64>, Vec<usize>)>;
+
     /// Replace a line's rows and schema in one commit; the new version.
     async fn overwrite_line(
         &self,

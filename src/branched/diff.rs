@@ -32,6 +32,8 @@ pub(crate) struct RowChange {
 #[derive(Debug, Default)]
 pub(crate) struct SideChanges {
     pub rows: BTreeMap<Vec<u8>, RowChange>,
+    /// The stable row id of each changed key's base row, where known.
+    pub base_ids: BTreeMap<Vec<u8>, u64>,
     /// Rows were found by comparing full snapshots, not change sets.
     pub full_compare: bool,
 }
@@ -221,6 +223,10 @@ pub(crate) async fn side_changes(
                     .take_rows_at(table, b.line.as_deref(), b.version, &ids)
                     .await?;
                 index_rows(codec, &base_rows, &mut before)?;
+                for b in &base_rows {
+                    let keys = codec.keys(&without_rowid(b)?)?;
+                    out.base_ids.extend(keys.into_iter().zip(rowids(b)));
+                }
                 index_rows(codec, &ch.inserted, &mut after)?;
                 index_rows(codec, &ch.updated, &mut after)?;
             } else {

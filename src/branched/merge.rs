@@ -119,11 +119,14 @@ fn fit_row(row: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 enum Action {
     Insert(RecordBatch),
     Update(RecordBatch, Vec<String>),
-    Delete(RecordBatch),
+    /// Delete the target's row with this key; the stable row id of the
+    /// source's base row, when the target row should be that row.
+    Delete(RecordBatch, Option<u64>),
     /// The target row equals the source's base row: replace it whole
-    /// (delete + append, both found through the key), which costs what
-    /// changed even without Lance's indexed merge_insert path.
-    Replace(RecordBatch),
+    /// (delete + append), which costs what changed even without Lance's
+    /// indexed merge_insert path. The base row's stable row id, if known,
+    /// finds the target row without a lookup by key.
+    Replace(RecordBatch, Option<u64>),
 }
 
 struct TablePlan {
@@ -529,15 +532,19 @@ impl BranchedBackend {
                 version = inner.add_null_columns_line(&t, l, fields).await?;
             }
             let schema = inner.schema_at(&t, l, None).await?;
-            let (mut inserts, mut deletes) = (Vec::new(), Vec::new());
+            let (mut inserts, mut deletes, mut by_id) = (Vec::new(), Vec::new(), Vec::new());
             let mut updates: BTreeMap<Vec<String>, Vec<RecordBatch>> = BTreeMap::new();
             for a in plan.actions {
                 match a {
                     Action::Insert(r) => inserts.push(fit_row(&r, &schema)?),
-                    Action::Delete(r) => deletes.push(r),
-                    Action::Replace(r) => {
+                    Action::Delete(r, Some(id)) => by_id.push((id, r)),
+                    Action::Delete(r, None) => deletes.push(r),
+                    Action::Replace(r, id) => {
                         inserts.push(fit_row(&r, &schema)?);
-                        deletes.push(r);
+                        match id {
+                            Some(id) => by_id.push((id, r)),
+                            None => deletes.push(r),
+                        }
                     }
                     Action::Update(r, cols) => {
                         let mut keep = plan.key.clone();
@@ -556,6 +563,17 @@ impl BranchedBackend {
                         updates.entry(names).or_default().push(projected);
                     }
                 }
+            }
+            if !by_id.is_empty() {
+                // Found by id and checked by key; the rows whose id does not
+                // lead to a row with the same key go by key below.
+                let (v, left) = inner
+                    .delete_by_row_ids_line(&t, l, &plan.key, &by_id)
+                    .await?;
+                if let Some(v) = v {
+                    version = v;
+                }
+                deletes.extend(left.into_iter().map(|i| by_id[i].1.clone()));
             }
             if !deletes.is_empty()
                 && let Some(sql) = key_filter(&plan.key, &deletes)?.to_sql()
@@ -682,9 +700,10 @@ fn resolve(
             theirs: render(th.cur.as_ref(), column),
         });
     };
-    let take = |plan: &mut TablePlan, th: &RowChange, ours_cur: Option<&RecordBatch>| match (
-        &th.cur, ours_cur,
-    ) {
+    let take = |plan: &mut TablePlan,
+                th: &RowChange,
+                ours_cur: Option<&RecordBatch>,
+                base_id: Option<u64>| match (&th.cur, ours_cur) {
         (Some(c), None) => {
             plan.stats.inserted += 1;
             plan.actions.push(Action::Insert(c.clone()));
@@ -698,7 +717,7 @@ fn resolve(
         }
         (None, Some(o)) => {
             plan.stats.deleted += 1;
-            plan.actions.push(Action::Delete(o.clone()));
+            plan.actions.push(Action::Delete(o.clone(), base_id));
         }
         (None, None) => {}
     };
@@ -709,14 +728,16 @@ fn resolve(
             match (&th.base, &th.cur) {
                 (Some(_), Some(c)) if same_base => {
                     plan.stats.updated += 1;
-                    plan.actions.push(Action::Replace(c.clone()));
+                    plan.actions
+                        .push(Action::Replace(c.clone(), theirs.base_ids.get(k).copied()));
                 }
                 (Some(b), Some(c)) => {
                     let cols = changed_columns(b, c);
                     plan.stats.updated += 1;
                     plan.actions.push(Action::Update(c.clone(), cols));
                 }
-                _ => take(plan, th, th.base.as_ref()),
+                // The target row is the source's base row.
+                _ => take(plan, th, th.base.as_ref(), theirs.base_ids.get(k).copied()),
             }
             continue;
         };
@@ -769,13 +790,13 @@ fn resolve(
             (Some(_), None) => {
                 conflict(plan, ConflictKind::UpdateDelete, th, ou, None);
                 if policy == ConflictPolicy::Theirs {
-                    take(plan, th, ou.cur.as_ref());
+                    take(plan, th, ou.cur.as_ref(), None);
                 }
             }
             (None, Some(_)) => {
                 conflict(plan, ConflictKind::DeleteUpdate, th, ou, None);
                 if policy == ConflictPolicy::Theirs {
-                    take(plan, th, None);
+                    take(plan, th, None, None);
                 }
             }
         }

@@ -149,6 +149,26 @@ impl BranchLines for LanceDbBackend {
         self.delete_line(table, branch, filter).await
     }
 
+    async fn delete_by_row_ids_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        key: &[String],
+        rows: &[(u64, RecordBatch)],
+    ) -> Result<(Option<u64>, Vec<usize>)> {
+        let t = self.line_table(table, branch).await?;
+        let _guard = self.lock(&crate::lance::ops::line_key(table, branch)).await;
+        let ds = crate::lance::ops::line_dataset(&t, table).await?;
+        let (new, left) = crate::lance::take::delete_by_row_ids(&ds, table, key, rows).await?;
+        let Some(new) = new else {
+            return Ok((None, left));
+        };
+        t.checkout_latest()
+            .await
+            .map_err(|e| map_lancedb(e, table))?;
+        Ok((Some(new.version().version), left))
+    }
+
     async fn overwrite_line(
         &self,
         table: &str,

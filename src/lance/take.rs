@@ -17,7 +17,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arrow_array::{RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
-use lance::dataset::{Dataset, ProjectionRequest, TakeBuilder};
+use lance::dataset::transaction::{Operation, Transaction};
+use lance::dataset::{CommitBuilder, Dataset, ProjectionRequest, TakeBuilder};
 
 /// The live rows of `ds` with these stable row ids, projected to
 /// `columns` plus `_rowid`; ids not live at this version are skipped (as
@@ -30,6 +31,43 @@ pub(crate) async fn take_live_rows(
     row_ids: &[u64],
     columns: &[String],
 ) -> Result<Option<RecordBatch>> {
+    let Some(addr_of) = locate_live(ds, table, row_ids).await? else {
+        return Ok(None);
+    };
+    let id_at: HashMap<u64, u64> = addr_of.iter().map(|(id, a)| (*a, *id)).collect();
+    let (data, addrs) = take_at(ds, table, addr_of.into_values().collect(), columns).await?;
+    let ids = addrs
+        .iter()
+        .map(|a| {
+            id_at
+                .get(a)
+                .copied()
+                .context("the take returned an unknown address")
+        })
+        .collect::<Result<Vec<u64>>>()?;
+    let mut fields: Vec<Field> = data
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("_rowid", DataType::UInt64, true));
+    let mut cols = data.columns().to_vec();
+    cols.push(Arc::new(UInt64Array::from(ids)));
+    let schema = Schema::new(fields).with_metadata(data.schema().metadata().clone());
+    Ok(Some(RecordBatch::try_new(Arc::new(schema), cols)?))
+}
+
+/// The physical address (fragment id << 32 | offset) of each live row of
+/// `ds` with one of these stable row ids; ids not live are absent. Reads
+/// the id sequence and deletion vector of only the fragments whose id span
+/// covers a wanted id. `None` without stable row ids or when an id has two
+/// live copies.
+pub(crate) async fn locate_live(
+    ds: &Arc<Dataset>,
+    table: &str,
+    row_ids: &[u64],
+) -> Result<Option<HashMap<u64, u64>>> {
     if !ds.manifest.uses_stable_row_ids() {
         return Ok(None);
     }
@@ -76,8 +114,17 @@ pub(crate) async fn take_live_rows(
             }
         }
     }
-    let id_at: HashMap<u64, u64> = addr_of.iter().map(|(id, a)| (*a, *id)).collect();
-    let mut addrs: Vec<u64> = addr_of.into_values().collect();
+    Ok(Some(addr_of))
+}
+
+/// The rows at these addresses, projected to `columns`, and the address of
+/// each returned row (in the returned order).
+pub(crate) async fn take_at(
+    ds: &Arc<Dataset>,
+    table: &str,
+    mut addrs: Vec<u64>,
+    columns: &[String],
+) -> Result<(RecordBatch, Vec<u64>)> {
     addrs.sort_unstable();
     let plan = ProjectionRequest::from_columns(columns, ds.schema())
         .into_projection_plan(ds.clone())
@@ -88,35 +135,91 @@ pub(crate) async fn take_live_rows(
         .execute()
         .await
         .with_context(|| format!("reading rows of {table:?} by address"))?;
-    let addr_col = batch
+    let addrs = batch
         .column_by_name("_rowaddr")
         .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-        .context("the take returned no row addresses")?;
-    let ids = addr_col
+        .context("the take returned no row addresses")?
         .values()
-        .iter()
-        .map(|a| {
-            id_at
-                .get(a)
-                .copied()
-                .context("the take returned an unknown address")
-        })
-        .collect::<Result<Vec<u64>>>()?;
+        .to_vec();
     let keep: Vec<usize> = (0..batch.num_columns())
         .filter(|&i| batch.schema().field(i).name() != "_rowaddr")
         .collect();
-    let data = batch.project(&keep)?;
-    let mut fields: Vec<Field> = data
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("_rowid", DataType::UInt64, true));
-    let mut cols = data.columns().to_vec();
-    cols.push(Arc::new(UInt64Array::from(ids)));
-    let schema = Schema::new(fields).with_metadata(data.schema().metadata().clone());
-    Ok(Some(RecordBatch::try_new(Arc::new(schema), cols)?))
+    Ok((batch.project(&keep)?, addrs))
+}
+
+/// Delete, in one Lance `Delete` commit on `ds`, the live rows with the
+/// given stable row ids whose `key` columns still hold the values of the
+/// paired one-row batch. Returns the new dataset (`None`: nothing matched)
+/// and the indexes into `rows` of the rows not deleted (not live here, or
+/// their key changed), which the caller deletes by key instead.
+pub(crate) async fn delete_by_row_ids(
+    ds: &Arc<Dataset>,
+    table: &str,
+    key: &[String],
+    rows: &[(u64, RecordBatch)],
+) -> Result<(Option<Dataset>, Vec<usize>)> {
+    let all = || (0..rows.len()).collect::<Vec<usize>>();
+    let ids: Vec<u64> = rows.iter().map(|(id, _)| *id).collect();
+    let Some(addr_of) = locate_live(ds, table, &ids).await? else {
+        return Ok((None, all()));
+    };
+    if addr_of.is_empty() {
+        return Ok((None, all()));
+    }
+    let (keys, addrs) = take_at(ds, table, addr_of.values().copied().collect(), key).await?;
+    let pos_of: HashMap<u64, usize> = addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+    let mut left = Vec::new();
+    let mut by_fragment: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (i, (id, row)) in rows.iter().enumerate() {
+        let hit = addr_of
+            .get(id)
+            .and_then(|a| pos_of.get(a).map(|p| (*a, *p)));
+        let same_key = hit.is_some_and(|(_, p)| {
+            key.iter()
+                .all(|k| match (keys.column_by_name(k), row.column_by_name(k)) {
+                    (Some(have), Some(want)) => {
+                        have.slice(p, 1).to_data() == want.slice(0, 1).to_data()
+                    }
+                    _ => false,
+                })
+        });
+        match hit {
+            Some((a, _)) if same_key => by_fragment
+                .entry((a >> 32) as u32)
+                .or_default()
+                .push(a as u32),
+            _ => left.push(i),
+        }
+    }
+    if by_fragment.is_empty() {
+        return Ok((None, left));
+    }
+    let (mut updated, mut removed) = (Vec::new(), Vec::new());
+    for frag in ds.get_fragments() {
+        let Some(offsets) = by_fragment.remove(&(frag.id() as u32)) else {
+            continue;
+        };
+        let id = frag.id() as u64;
+        match frag
+            .extend_deletions(offsets)
+            .await
+            .with_context(|| format!("writing a deletion vector of {table:?}"))?
+        {
+            Some(f) => updated.push(f.metadata().clone()),
+            None => removed.push(id),
+        }
+    }
+    let op = Operation::Delete {
+        updated_fragments: updated,
+        deleted_fragment_ids: removed,
+        predicate: "lancebranch merge: rows by stable row id".to_string(),
+    };
+    let txn = Transaction::new(ds.manifest.version, op, None);
+    let new = CommitBuilder::new(ds.clone())
+        .execute(txn)
+        .await
+        .with_context(|| format!("committing a delete on {table:?}"))?;
+    Ok((Some(new), left))
 }
 
 #[cfg(test)]

@@ -175,6 +175,45 @@ async fn fast_forward_then_up_to_date_and_child_still_readable() {
     assert!(main.diff(&b).await.unwrap().is_empty());
 }
 
+/// A merge deletes the target's rows by the stable row id of the source's
+/// base row, checked by key; where the target rewrote a row with the same
+/// values (a new row id), the row is found by key instead, and a row
+/// never ends up twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_rewritten_on_the_target_are_found_by_key() {
+    let (_d, main) = store().await;
+    let b = main.fork("b").await.unwrap();
+    b.merge_insert("p", &["id"], vec![set_a(2, 21)])
+        .await
+        .unwrap();
+    b.delete_rows("p", "id = 3").await.unwrap();
+    b.merge_insert("p", &["id"], vec![set_a(1, 11)])
+        .await
+        .unwrap();
+    // Main deletes rows 2 and 3 and writes them back unchanged: same
+    // contents, new row ids. Row 1 stays the base row.
+    main.delete_rows("p", "id IN (2, 3)").await.unwrap();
+    main.write(
+        "p",
+        vec![rows(&[(2, 20, "y"), (3, 30, "z")])],
+        WriteMode::Append,
+    )
+    .await
+    .unwrap();
+    let r = main.merge(&b, MergeOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, MergeOutcome::Merged);
+    assert!(r.conflicts.is_empty());
+    let want: BTreeMap<i64, (Option<i64>, Option<String>)> = [
+        (1, (Some(11), Some("x".to_string()))),
+        (2, (Some(21), Some("y".to_string()))),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(contents(&main, "p").await, want);
+    assert_eq!(main.count_rows("p", None).await.unwrap(), 2, "no row twice");
+    assert_eq!(contents(&b, "p").await, want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disjoint_changes_merge_without_false_conflicts() {
     let (_d, main) = store().await;
