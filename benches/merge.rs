@@ -160,7 +160,7 @@ fn benches(c: &mut Criterion) {
     } else {
         1_000_000
     };
-    let n = 7;
+    let n = 15;
     let small = rt.block_on(store(10_000));
     let big = rt.block_on(store(big_n));
 
