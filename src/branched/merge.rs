@@ -12,6 +12,12 @@
 //! different columns of one row merge column by column. Everything else is
 //! a typed [`ConflictKind`], resolved per table by [`ConflictPolicy`].
 //!
+//! Applying: a row the target still holds as the source's base row is
+//! found by that row's stable row id through the fragments that hold it
+//! and removed only if its key matches (row ids collide across branches,
+//! keys do not); other rows are found by key. Updates of some columns go
+//! through `merge_insert`, new rows in one append.
+//!
 //! Steps, logged: `BeginMerge` → changes applied as Lance commits on the
 //! target's own lines → one log write with the publish of every table,
 //! the new merge bases and `EndMerge`. A crash before that write leaves
