@@ -11,37 +11,18 @@
 //! `cargo bench --bench branching` (release). Sizes shrink with
 //! `LANCEBRANCH_BENCH_SMALL=1` for a quick run.
 
+mod common;
+
+use common::{p50, ratio, rows, small};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow_array::{Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use criterion::{Criterion, criterion_group, criterion_main};
 use lancebranch::branched::BranchedBackend;
 use lancebranch::lance::LanceDbOptions;
 use lancebranch::{LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
 use tokio::runtime::Runtime;
-
-fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("name", DataType::Utf8, true),
-    ]))
-}
-
-fn rows(start: i64, n: i64) -> RecordBatch {
-    let ids: Vec<i64> = (start..start + n).collect();
-    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
-    RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(Int64Array::from(ids)),
-            Arc::new(StringArray::from(names)),
-        ],
-    )
-    .expect("batch")
-}
 
 struct Store {
     _dir: tempfile::TempDir,
@@ -73,15 +54,6 @@ async fn store(tables: usize, rows_each: i64) -> Store {
     }
 }
 
-fn p50(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn small() -> bool {
-    std::env::var_os("LANCEBRANCH_BENCH_SMALL").is_some()
-}
-
 static FORKS: AtomicUsize = AtomicUsize::new(0);
 
 async fn fork_samples(s: &Store, n: usize) -> Vec<Duration> {
@@ -104,13 +76,6 @@ async fn scan_samples(b: &dyn StorageBackend, table: &str, n: usize) -> Vec<Dura
         out.push(t.elapsed());
     }
     out
-}
-
-fn ratio(name: &str, num: Duration, den: Duration, target: &str) {
-    println!(
-        "RATIO {name}: {:.3} ({num:.2?} / {den:.2?}; target {target})",
-        num.as_secs_f64() / den.as_secs_f64()
-    );
 }
 
 fn benches(c: &mut Criterion) {
@@ -209,7 +174,7 @@ fn benches(c: &mut Criterion) {
 
 criterion_group! {
     name = branching;
-    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(2));
+    config = common::config();
     targets = benches
 }
 criterion_main!(branching);

@@ -8,6 +8,9 @@
 //! `cargo bench --bench merge`; `LANCEBRANCH_BENCH_SMALL=1` uses 100 k rows
 //! instead of 1 M for the large table.
 
+mod common;
+
+use common::{p50, ratio};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -141,18 +144,6 @@ async fn full_compare(a: &BranchedBackend, b: &BranchedBackend) -> usize {
         + y.keys().filter(|k| !x.contains_key(k)).count()
 }
 
-fn p50(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ratio(name: &str, num: Duration, den: Duration, target: &str) {
-    println!(
-        "RATIO {name}: {:.3} ({num:.2?} / {den:.2?}; target {target})",
-        num.as_secs_f64() / den.as_secs_f64()
-    );
-}
-
 fn benches(c: &mut Criterion) {
     let rt = Runtime::new().expect("runtime");
     let big_n = if std::env::var_os("LANCEBRANCH_BENCH_SMALL").is_some() {
@@ -206,7 +197,7 @@ fn benches(c: &mut Criterion) {
 
 criterion_group! {
     name = merge;
-    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(2));
+    config = common::config();
     targets = benches
 }
 criterion_main!(merge);

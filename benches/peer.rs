@@ -21,6 +21,9 @@
 //!
 //! `cargo bench --profile dev --bench peer`.
 
+mod common;
+
+use common::{p50, ratio, small};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,10 +62,6 @@ fn rows(start: i64, n: i64) -> RecordBatch {
         vec![Arc::new(ids), Arc::new(names), Arc::new(vecs)],
     )
     .expect("batch")
-}
-
-fn small() -> bool {
-    std::env::var_os("LANCEBRANCH_BENCH_SMALL").is_some()
 }
 
 struct Store {
@@ -175,18 +174,6 @@ async fn fork_and_write_once(s: &Store) -> Duration {
     t.elapsed()
 }
 
-fn p50(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ratio(name: &str, num: Duration, den: Duration, target: &str) {
-    println!(
-        "RATIO {name}: {:.3} ({num:.2?} / {den:.2?}; target {target})",
-        num.as_secs_f64() / den.as_secs_f64()
-    );
-}
-
 fn benches(c: &mut Criterion) {
     let rt = Runtime::new().expect("runtime");
     let n_rows = if small() { 10_000 } else { 1_000_000 };
@@ -233,7 +220,7 @@ fn benches(c: &mut Criterion) {
 
 criterion_group! {
     name = peer;
-    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(2));
+    config = common::config();
     targets = benches
 }
 criterion_main!(peer);

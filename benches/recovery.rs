@@ -43,41 +43,18 @@
 //! `cargo bench --profile dev --bench recovery`; `LANCEBRANCH_BENCH_SMALL=1`
 //! takes fewer samples (the store sizes stay the same).
 
+mod common;
+
+use common::{p50, ratio, rows, small};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use criterion::{Criterion, criterion_group, criterion_main};
 use lancebranch::branched::{BranchedBackend, CatalogState, Record};
 use lancebranch::{LanceDbBackend, StorageBackend, WriteMode};
 use lancebranch_wal::{Lsn, RecoveryMode, StdStorage, read_log};
 use tokio::runtime::Runtime;
-
-fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("name", DataType::Utf8, true),
-    ]))
-}
-
-fn rows(start: i64, n: i64) -> RecordBatch {
-    let ids: Vec<i64> = (start..start + n).collect();
-    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
-    RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(Int64Array::from(ids)),
-            Arc::new(StringArray::from(names)),
-        ],
-    )
-    .expect("batch")
-}
-
-fn small() -> bool {
-    std::env::var_os("LANCEBRANCH_BENCH_SMALL").is_some()
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -229,18 +206,6 @@ async fn reopen(s: &Store) -> Duration {
     d
 }
 
-fn p50(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ratio(name: &str, num: Duration, den: Duration, target: &str) {
-    println!(
-        "RATIO {name}: {:.3} ({num:.2?} / {den:.2?}; target {target})",
-        num.as_secs_f64() / den.as_secs_f64()
-    );
-}
-
 fn benches(c: &mut Criterion) {
     let rt = Runtime::new().expect("runtime");
     let n = if small() { 11 } else { 41 };
@@ -312,7 +277,7 @@ fn benches(c: &mut Criterion) {
 
 criterion_group! {
     name = recovery;
-    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(2));
+    config = common::config();
     targets = benches
 }
 criterion_main!(recovery);
