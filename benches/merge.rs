@@ -3,7 +3,8 @@
 //! - merge of 1 k changed rows into a large table / into a 10 k-row table
 //!   (target ≤ 1.5: merge costs what changed);
 //! - full-table comparison / diff of 1 k changes in the large table
-//!   (target ≥ 20: diff reads the change, not the table).
+//!   (target ≥ 20: diff reads the change, not the table), for a repeated
+//!   diff and for the first diff of a fresh branch.
 //!
 //! `cargo bench --bench merge`; `LANCEBRANCH_BENCH_SMALL=1` uses 100 k rows
 //! instead of 1 M for the large table.
@@ -187,10 +188,26 @@ fn benches(c: &mut Criterion) {
         fulls.push(t.elapsed());
         assert_eq!(changed, 1000);
     }
+    // The first diff of a fresh branch: nothing of its line read before.
+    let mut firsts = Vec::new();
+    for _ in 0..n {
+        let b = rt.block_on(changed_branch(&big));
+        let t = Instant::now();
+        let d = rt.block_on(big.main.diff(&b)).expect("diff");
+        firsts.push(t.elapsed());
+        assert_eq!(d[0].counts.1, 1000);
+    }
+    let full = p50(fulls);
     ratio(
         &format!("full comparison / diff, 1k changes in {big_n} rows"),
-        p50(fulls),
+        full,
         p50(diffs),
+        ">= 20",
+    );
+    ratio(
+        &format!("full comparison / first diff of a fresh branch, 1k changes in {big_n} rows"),
+        full,
+        p50(firsts),
         ">= 20",
     );
 }
