@@ -34,6 +34,11 @@ pub(crate) async fn take_live_rows(
     let Some(addr_of) = locate_live(ds, table, row_ids).await? else {
         return Ok(None);
     };
+    if addr_of.is_empty() {
+        // Nothing live: Lance's take answers that (an empty batch of the
+        // right shape) without reading anything either.
+        return Ok(None);
+    }
     let id_at: HashMap<u64, u64> = addr_of.iter().map(|(id, a)| (*a, *id)).collect();
     let (data, addrs) = take_at(ds, table, addr_of.into_values().collect(), columns).await?;
     let ids = addrs

@@ -334,5 +334,10 @@ async fn take_rows_at_matches_lance_take_rows() {
         let got = rows_of(&store.take_rows_at("t", None, v, &ids).await.unwrap());
         assert!(!expected.is_empty());
         assert_eq!(got, expected, "version {v}");
+        let none = store
+            .take_rows_at("t", None, v, &[10_000, 20_000])
+            .await
+            .unwrap();
+        assert!(rows_of(&none).is_empty(), "ids never assigned: no rows");
     }
 }
