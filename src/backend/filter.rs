@@ -175,17 +175,26 @@ pub enum FilterExpr {
 }
 
 impl FilterExpr {
-    /// A raw SQL predicate. Refuses an empty or blank string: "match all" is
-    /// [`FilterExpr::All`], never an empty string.
+    /// A raw SQL predicate. Refuses an empty or blank string ("match all" is
+    /// [`FilterExpr::All`], never an empty string) and anything that is not
+    /// exactly one SQL expression: Lance reads a filter's first expression
+    /// and ignores the rest, so `"1=1; DROP TABLE t"` would match every row.
     ///
     /// # Errors
-    /// [`Error::InvalidFilter`] for a blank string.
+    /// [`Error::InvalidFilter`] for a blank string, a string that does not
+    /// parse, or text after the expression.
     pub fn sql(sql: impl Into<String>) -> Result<Self, Error> {
         let sql = sql.into();
         if sql.trim().is_empty() {
             return Err(Error::InvalidFilter {
                 filter: sql,
                 detail: "a blank filter is refused; use FilterExpr::All to match every row".into(),
+            });
+        }
+        if let Err(detail) = one_expression(&sql) {
+            return Err(Error::InvalidFilter {
+                filter: sql,
+                detail,
             });
         }
         Ok(FilterExpr::Sql(sql))
@@ -315,18 +324,71 @@ fn ident(name: &str) -> String {
     }
 }
 
+/// The SQL dialect Lance parses filters with: generic SQL, identifiers
+/// quoted with back-quotes only.
+#[derive(Debug)]
+struct LanceSql(sqlparser::dialect::GenericDialect);
+
+impl sqlparser::dialect::Dialect for LanceSql {
+    fn dialect(&self) -> std::any::TypeId {
+        self.0.dialect()
+    }
+    fn is_identifier_start(&self, ch: char) -> bool {
+        self.0.is_identifier_start(ch)
+    }
+    fn is_identifier_part(&self, ch: char) -> bool {
+        self.0.is_identifier_part(ch)
+    }
+    fn is_delimited_identifier_start(&self, ch: char) -> bool {
+        ch == '`'
+    }
+    fn supports_bitwise_shift_operators(&self) -> bool {
+        self.0.supports_bitwise_shift_operators()
+    }
+}
+
+/// Whether `sql` is exactly one SQL expression, tokenized as Lance does
+/// (`==` read as `=`): the reason when it is not.
+fn one_expression(sql: &str) -> Result<(), String> {
+    use sqlparser::parser::Parser;
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = LanceSql(sqlparser::dialect::GenericDialect {});
+    let raw = Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .map_err(|e| format!("cannot read it as SQL: {e}"))?;
+    let mut tokens: Vec<Token> = Vec::with_capacity(raw.len());
+    for t in raw {
+        if t == Token::Eq && tokens.last() == Some(&Token::Eq) {
+            continue;
+        }
+        tokens.push(t);
+    }
+    let mut parser = Parser::new(&dialect).with_tokens(tokens);
+    parser
+        .parse_expr()
+        .map_err(|e| format!("not a SQL expression: {e}"))?;
+    match parser.peek_token().token {
+        Token::EOF => Ok(()),
+        t => Err(format!(
+            "text after the expression (from {t}) is refused: a filter is one expression"
+        )),
+    }
+}
+
 /// Check a raw filter string handed to the contract (`count_rows`,
 /// `delete_rows`, [`ScanRequest::filter`](crate::ScanRequest)): a blank
-/// string is refused instead of being read as "all rows".
+/// string is refused instead of being read as "all rows", and so is
+/// anything but exactly one expression.
 ///
 /// # Errors
-/// [`Error::InvalidFilter`] for a blank string.
+/// [`Error::InvalidFilter`] for a blank string or not one expression.
 ///
 /// # Example
 /// ```
 /// use lancebranch::backend::check_raw_filter;
 /// assert!(check_raw_filter("id = 3").is_ok());
 /// assert!(check_raw_filter(" ").is_err());
+/// assert!(check_raw_filter("1=1; DROP TABLE people").is_err());
 /// ```
 pub fn check_raw_filter(filter: &str) -> Result<(), Error> {
     FilterExpr::sql(filter).map(|_| ())
@@ -370,6 +432,36 @@ mod tests {
     fn blank_sql_refused() {
         for s in ["", " ", "\n\t"] {
             assert!(FilterExpr::sql(s).is_err());
+        }
+    }
+
+    #[test]
+    fn exactly_one_expression() {
+        for ok in [
+            "id = 3",
+            "id == 3",
+            "a > 1 AND (b < 2 OR c IS NULL)",
+            "name LIKE 'x%' -- a comment",
+            "`weird col` IN (1, 2)",
+            "NOT flag",
+        ] {
+            assert!(check_raw_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "1=1; DROP TABLE people",
+            "1=1;",
+            "id = 1 ORDER BY id",
+            "id = 1 LIMIT 0",
+            "id = 1 GROUP BY id",
+            "id = 1 UNION SELECT 1",
+            "id = 1)",
+            "id = 1 id = 2",
+            "id = 'unterminated",
+            "id =",
+            "SELECT 1",
+        ] {
+            let e = check_raw_filter(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidFilter { .. }), "{bad}: {e}");
         }
     }
 }
