@@ -27,6 +27,8 @@ pub const ALL: &[&str] = &[
     "replace::after_commit_before_publish",
     "create::after_dataset_before_publish",
     "merge::after_table_applied",
+    "collect::after_begin",
+    "collect::after_drop_before_end",
 ];
 
 #[cfg(feature = "failpoints")]

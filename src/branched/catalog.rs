@@ -52,9 +52,16 @@ pub struct BranchMeta {
 }
 
 impl BranchMeta {
-    /// The Lance branch name of this branch's own lines (`None` for main).
+    /// The Lance branch name of this branch's first own line of a table
+    /// (`None` for main).
     pub fn own_line(&self) -> Option<String> {
         line_name(self.id)
+    }
+
+    /// Whether `line` is one of this branch's own lines (main owns the
+    /// main line).
+    pub fn owns(&self, line: Option<&str>) -> bool {
+        line_owner(line) == Some(self.id)
     }
 }
 
@@ -184,6 +191,23 @@ pub enum Record {
     /// The table of [`Record::BeginCreate`] `op` is published (in the same
     /// log write as the publish).
     EndCreate {
+        /// Operation id.
+        op: u64,
+    },
+    /// Garbage collection: Lance lines nothing reads any more (deepest
+    /// first) and datasets that may no longer be read are about to be
+    /// removed. Logged in the same log write as the change that made them
+    /// unreachable; a dataset is purged only if still unreferenced then.
+    BeginCollect {
+        /// Operation id.
+        op: u64,
+        /// The lines, `(table, line)`, deepest first.
+        lines: Vec<(String, String)>,
+        /// The datasets.
+        tables: Vec<String>,
+    },
+    /// The collection [`Record::BeginCollect`] `op` is done.
+    EndCollect {
         /// Operation id.
         op: u64,
     },
@@ -381,9 +405,17 @@ impl CatalogState {
             Record::EndMerge { op } | Record::EndCreate { op } => {
                 self.pending.remove(op);
             }
-            Record::BeginCreate { op, .. } => {
+            Record::BeginCreate { op, .. } | Record::BeginCollect { op, .. } => {
                 self.pending.insert(*op, rec.clone());
                 self.next_id = self.next_id.max(op + 1);
+            }
+            Record::EndCollect { op } => {
+                if let Some(Record::BeginCollect { lines, .. }) = self.pending.remove(op) {
+                    for l in lines {
+                        self.line_origin.remove(&l);
+                        self.lines.remove(&l);
+                    }
+                }
             }
         }
     }
@@ -400,44 +432,163 @@ impl CatalogState {
         all
     }
 
+    /// Every `(table, ref)` the catalog keeps readable: what each branch
+    /// reads, its fork point, every tag and every merge base.
+    pub(crate) fn refs(&self) -> impl Iterator<Item = (&String, &TableRef)> {
+        let branches = self
+            .branches
+            .values()
+            .flat_map(|b| b.tables.iter().chain(b.fork_point.iter()));
+        let tags = self.tags.values().flat_map(|t| t.tables.iter());
+        let bases = self
+            .merge_bases
+            .values()
+            .flat_map(|m| m.target.iter().chain(m.source.iter()));
+        branches.chain(tags).chain(bases)
+    }
+
     /// Every table that a branch, fork point, tag, merge base or Lance
     /// line of the catalog mentions: the datasets that must be kept.
     /// Tables that only pending operations mention are not included.
     pub fn referenced_tables(&self) -> BTreeSet<String> {
-        let mut all = BTreeSet::new();
-        for b in self.branches.values() {
-            all.extend(b.tables.keys().cloned());
-            all.extend(b.fork_point.keys().cloned());
-        }
-        for t in self.tags.values() {
-            all.extend(t.tables.keys().cloned());
-        }
-        for mb in self.merge_bases.values() {
-            all.extend(mb.target.keys().cloned());
-            all.extend(mb.source.keys().cloned());
-        }
+        let mut all: BTreeSet<String> = self.refs().map(|(t, _)| t.clone()).collect();
         all.extend(self.lines.iter().map(|(t, _)| t.clone()));
         all.extend(self.line_origin.keys().map(|(t, _)| t.clone()));
         all
     }
 
-    /// The lowest version of `line` of `table` that any branch, fork point
-    /// or tag still reads; `None` if nothing pins the line.
-    pub fn lowest_pinned(&self, table: &str, line: Option<&str>) -> Option<u64> {
-        let refs = self
-            .branches
+    /// The tables pending operations are working on.
+    fn pending_tables(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for rec in self.pending.values() {
+            match rec {
+                Record::BeginCreate { table, .. } | Record::BeginLine { table, .. } => {
+                    out.insert(table.clone());
+                }
+                Record::BeginCollect { tables, lines, .. } => {
+                    out.extend(tables.iter().cloned());
+                    out.extend(lines.iter().map(|(t, _)| t.clone()));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The Lance lines something can still read: those the catalog's refs
+    /// and the live `pins` read, and every line one of them grew from.
+    pub(crate) fn needed_lines(&self, pins: &[(String, TableRef)]) -> BTreeSet<(String, String)> {
+        let mut todo: Vec<(String, String)> = self
+            .refs()
+            .chain(pins.iter().map(|(t, r)| (t, r)))
+            .filter_map(|(t, r)| r.line.clone().map(|l| (t.clone(), l)))
+            .collect();
+        let mut needed = BTreeSet::new();
+        while let Some(l) = todo.pop() {
+            if let Some(origin) = self.line_origin.get(&l)
+                && let Some(parent) = &origin.line
+            {
+                todo.push((l.0.clone(), parent.clone()));
+            }
+            needed.insert(l);
+        }
+        needed
+    }
+
+    /// How many lines `(table, line)` grew from, through known origins.
+    pub(crate) fn line_depth(&self, table: &str, line: &str) -> usize {
+        let mut depth = 0;
+        let mut at = (table.to_string(), line.to_string());
+        while let Some(TableRef { line: Some(p), .. }) = self.line_origin.get(&at) {
+            depth += 1;
+            if depth > self.line_origin.len() {
+                break;
+            }
+            at = (table.to_string(), p.clone());
+        }
+        depth
+    }
+
+    /// What nothing can read any more, among the lines and datasets of
+    /// `candidates` (every table when `None`): lines deepest first, and
+    /// datasets no ref, pin, remaining line or pending operation mentions.
+    pub(crate) fn garbage(
+        &self,
+        pins: &[(String, TableRef)],
+        candidates: Option<&BTreeSet<String>>,
+    ) -> (Vec<(String, String)>, Vec<String>) {
+        let wanted = |t: &String| candidates.is_none_or(|c| c.contains(t));
+        let needed = self.needed_lines(pins);
+        let busy = self.pending_tables();
+        // Lines a pending branch deletion removes itself.
+        let deleting: BTreeSet<&(String, String)> = self
+            .pending
             .values()
-            .flat_map(|b| {
-                b.tables
-                    .get(table)
-                    .into_iter()
-                    .chain(b.fork_point.get(table))
+            .filter_map(|r| match r {
+                Record::BeginDelete { lines, .. } => Some(lines),
+                _ => None,
             })
-            .chain(self.tags.values().filter_map(|t| t.tables.get(table)));
-        refs.filter(|r| r.line.as_deref() == line)
-            .map(|r| r.version)
+            .flatten()
+            .collect();
+        let mut lines: Vec<(String, String)> = self
+            .lines
+            .iter()
+            .filter(|l| {
+                wanted(&l.0)
+                    && !needed.contains(*l)
+                    && !busy.contains(&l.0)
+                    && !deleting.contains(l)
+            })
+            .cloned()
+            .collect();
+        lines.sort_by_key(|(t, l)| std::cmp::Reverse(self.line_depth(t, l)));
+        let mut kept: BTreeSet<String> = self.refs().map(|(t, _)| t.clone()).collect();
+        kept.extend(pins.iter().map(|(t, _)| t.clone()));
+        kept.extend(needed.iter().map(|(t, _)| t.clone()));
+        kept.extend(busy);
+        let tables = candidates
+            .map(|c| c.iter().filter(|t| !kept.contains(*t)).cloned().collect())
+            .unwrap_or_default();
+        (lines, tables)
+    }
+
+    /// The name for a new line of `table` owned by branch `id`, made by
+    /// operation `op`: `lb{id}`, unless a line of that name exists (a
+    /// table dropped and re-created on the branch, whose old line others
+    /// may still read): then `lb{id}_{op}`, never reused.
+    pub(crate) fn new_line_name(&self, table: &str, id: u64, op: u64) -> String {
+        let base = format!("lb{id}");
+        if self.lines.contains(&(table.to_string(), base.clone())) {
+            format!("lb{id}_{op}")
+        } else {
+            base
+        }
+    }
+
+    /// The lowest version of `line` of `table` that any branch, fork point,
+    /// tag, merge base or live pin still reads; `None` if nothing pins the
+    /// line.
+    pub fn lowest_pinned(
+        &self,
+        table: &str,
+        line: Option<&str>,
+        pins: &[(String, TableRef)],
+    ) -> Option<u64> {
+        self.refs()
+            .chain(pins.iter().map(|(t, r)| (t, r)))
+            .filter(|(t, r)| t.as_str() == table && r.line.as_deref() == line)
+            .map(|(_, r)| r.version)
             .min()
     }
+}
+
+/// The id of the branch that owns `line`: 0 for the main line, `id` for
+/// `lb{id}` and `lb{id}_{n}`; `None` for any other name.
+pub fn line_owner(line: Option<&str>) -> Option<u64> {
+    let Some(l) = line else { return Some(0) };
+    let rest = l.strip_prefix("lb")?;
+    let id = rest.split_once('_').map_or(rest, |(a, _)| a);
+    id.parse().ok().filter(|i| *i != 0)
 }
 
 /// The durable catalog: state + log + checkpoints.
@@ -449,6 +600,30 @@ pub struct Catalog {
     /// The LSN covered by the last checkpoint.
     last_checkpoint: std::sync::atomic::AtomicU64,
     dir: Option<PathBuf>,
+    /// Live pins (snapshots, diffs and merges in flight): what they read,
+    /// kept by retention and garbage collection. Registered under the
+    /// commit lock, so a pin never sees a state a collection already gave
+    /// up.
+    pins: Mutex<BTreeMap<u64, Vec<(String, TableRef)>>>,
+    next_pin: std::sync::atomic::AtomicU64,
+}
+
+/// Keeps what a [`Catalog::pin`] registered readable until dropped.
+#[derive(Debug)]
+pub(crate) struct PinGuard {
+    catalog: std::sync::Weak<Catalog>,
+    id: u64,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        if let Some(cat) = self.catalog.upgrade() {
+            cat.pins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.id);
+        }
+    }
 }
 
 impl std::fmt::Debug for Catalog {
@@ -494,12 +669,69 @@ impl Catalog {
             commit: Mutex::new(()),
             last_checkpoint: std::sync::atomic::AtomicU64::new(last),
             dir: dir.map(Path::to_path_buf),
+            pins: Mutex::new(BTreeMap::new()),
+            next_pin: std::sync::atomic::AtomicU64::new(1),
         }))
     }
 
     /// A read of the current state.
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, CatalogState> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a pin of what `f` picks from the current state (checked
+    /// under the commit lock): retention and garbage collection keep it
+    /// readable until the guard is dropped.
+    pub(crate) fn pin(
+        self: &Arc<Self>,
+        f: impl FnOnce(&CatalogState) -> Result<Vec<(String, TableRef)>>,
+    ) -> Result<(Vec<(String, TableRef)>, PinGuard)> {
+        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let refs = f(&self.read())?;
+        let id = self
+            .next_pin
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, refs.clone());
+        let guard = PinGuard {
+            catalog: Arc::downgrade(self),
+            id,
+        };
+        Ok((refs, guard))
+    }
+
+    /// Every live pin's refs.
+    pub(crate) fn pinned(&self) -> Vec<(String, TableRef)> {
+        let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        pins.values().flatten().cloned().collect()
+    }
+
+    /// [`commit_batch`](Self::commit_batch) of the records `check`
+    /// returns, plus, when they make lines or datasets of the candidate
+    /// tables `check` names unreachable, a [`Record::BeginCollect`]
+    /// (operation `op`) in the same log write. Returns the records logged.
+    pub(crate) fn commit_collecting(
+        &self,
+        check: impl FnOnce(&CatalogState) -> Result<(Vec<Record>, BTreeSet<String>)>,
+        op: u64,
+    ) -> Result<Vec<Record>> {
+        self.commit_batch(|st| {
+            let (mut recs, candidates) = check(st)?;
+            if recs.is_empty() || candidates.is_empty() {
+                return Ok(recs);
+            }
+            let mut after = st.clone();
+            for r in &recs {
+                after.apply(st.applied, r);
+            }
+            let (lines, tables) = after.garbage(&self.pinned(), Some(&candidates));
+            if !lines.is_empty() || !tables.is_empty() {
+                recs.push(Record::BeginCollect { op, lines, tables });
+            }
+            Ok(recs)
+        })
     }
 
     /// Durably log the records `check` returns (after it passes on the
@@ -529,7 +761,11 @@ impl Catalog {
             .last_checkpoint
             .load(std::sync::atomic::Ordering::Relaxed);
         if applied.saturating_sub(last) >= CHECKPOINT_EVERY {
-            self.checkpoint_locked(&crate::failpoints::FailPoints::default())?;
+            // The records are durable and applied: a checkpoint that fails
+            // must not turn them into an error (the caller would retry and
+            // apply them twice). The log still holds them; the next commit
+            // tries the checkpoint again.
+            let _ = self.checkpoint_locked(&crate::failpoints::FailPoints::default());
         }
         Ok(recs)
     }

@@ -14,7 +14,7 @@ use crate::backend::{
     StorageBackend, TableWriteGuard, VectorIndexParams, VectorQueryOpts, WriteMode,
     validate_table_name,
 };
-use crate::branched::catalog::{TableRef, line_name};
+use crate::branched::catalog::{TableRef, line_owner};
 use crate::branched::view::BranchedBackend;
 
 impl BranchedBackend {
@@ -70,9 +70,8 @@ impl BranchedBackend {
             }
             .into());
         }
-        let own = line_name(self.id);
-        let new_ref = if current.line == own {
-            let (line, _) = self
+        let new_ref = if line_owner(current.line.as_deref()) == Some(self.id) {
+            let (line, _, _) = self
                 .core
                 .own_line(&self.name, self.id, table, &current)
                 .await?;
@@ -83,21 +82,23 @@ impl BranchedBackend {
                 .await?;
             TableRef { line, version: v }
         } else {
-            // Not written here yet: start this branch's line at the target.
-            let Some(line) = own else {
+            // Not written here yet: start a line of this branch at the target.
+            if self.id == 0 {
                 anyhow::bail!("main reads {table:?} from a branch line; run fsck");
-            };
+            }
             let from = TableRef {
                 line: current.line.clone(),
                 version: target,
             };
-            self.core.make_line(&self.name, table, &line, from).await?;
+            let line = self.core.make_line(self.id, table, from).await?;
             TableRef {
                 line: Some(line),
                 version: target,
             }
         };
-        self.core.publish(&self.name, table, Some(new_ref)).await
+        self.core
+            .publish(&self.name, self.id, table, Some(new_ref))
+            .await
     }
 
     async fn do_optimize(&self, table: &str) -> Result<()> {
@@ -107,20 +108,16 @@ impl BranchedBackend {
         let lock = self.core.op_lock(&self.name, table);
         let _g = lock.lock().await;
         let current = self.table_ref(table)?;
-        if current.line != line_name(self.id) {
+        if line_owner(current.line.as_deref()) != Some(self.id) {
             // Nothing of this table is this branch's own: its line belongs
             // to the branch it was forked from.
             return Ok(());
         }
-        let (line, _) = self
+        let (line, _, _) = self
             .core
             .own_line(&self.name, self.id, table, &current)
             .await?;
-        let keep_from = self
-            .core
-            .catalog
-            .read()
-            .lowest_pinned(table, line.as_deref());
+        let keep_from = self.core.lowest_pinned(table, line.as_deref());
         let v = self
             .core
             .inner
@@ -128,8 +125,9 @@ impl BranchedBackend {
             .await?;
         let published = self.table_ref(table)?;
         if v != published.version {
+            let r = TableRef { line, version: v };
             self.core
-                .publish(&self.name, table, Some(TableRef { line, version: v }))
+                .publish(&self.name, self.id, table, Some(r))
                 .await?;
         }
         Ok(())
@@ -156,7 +154,7 @@ impl BranchedBackend {
 impl StorageBackend for BranchedBackend {
     async fn table_names(&self) -> Result<Vec<String>> {
         Ok(match &self.pinned {
-            Some(p) => p.keys().cloned().collect(),
+            Some(p) => p.tables.keys().cloned().collect(),
             None => self
                 .core
                 .branch(&self.name, self.id)?
@@ -203,11 +201,19 @@ impl StorageBackend for BranchedBackend {
     async fn drop_table(&self, name: &str) -> Result<()> {
         self.writable()?;
         validate_table_name(name)?;
+        let _gate = self.core.gate.read().await;
         let lock = self.core.op_lock(&self.name, name);
         let _g = lock.lock().await;
         self.table_ref(name)?;
         // Hidden on this branch only; the data stays for other branches.
-        self.core.publish(&self.name, name, None).await
+        // What no other branch, tag or merge base reads is collected.
+        let tables = vec![(name.to_string(), None)];
+        let candidates = std::iter::once(name.to_string()).collect();
+        let logged = self
+            .core
+            .publish_with(&self.name, self.id, tables, |_| Ok(vec![]), candidates)
+            .await?;
+        self.core.run_collects(&logged).await
     }
 
     async fn notify_table_created(&self, name: &str) {
@@ -299,7 +305,11 @@ impl StorageBackend for BranchedBackend {
     ) -> Result<()> {
         validate_table_name(name)?;
         if !self.exists_here(name)? {
-            return self.create(name, batches, schema).await;
+            match self.create(name, batches.clone(), schema.clone()).await {
+                // Created meanwhile (a concurrent replace won): replace it.
+                Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => {}
+                other => return other,
+            }
         }
         self.mutate_at(
             name,

@@ -1,13 +1,13 @@
 //! The shared core behind every branch view: the inner store, the catalog,
 //! and the locks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 
 use crate::backend::{BranchLines, Error};
-use crate::branched::catalog::{BranchMeta, Catalog, CatalogState, Record, TableRef, line_name};
+use crate::branched::catalog::{BranchMeta, Catalog, CatalogState, Record, TableRef, line_owner};
 
 /// State shared by all views of one store.
 pub(crate) struct Core {
@@ -18,9 +18,12 @@ pub(crate) struct Core {
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per (branch, table): the user-visible write lock.
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Per (branch, table): a created line whose `EndLine` is logged with
-    /// the next publish of the table (saving one log sync).
-    pending_ends: Mutex<HashMap<String, Vec<Record>>>,
+    /// Per (branch id, table): a created line whose `EndLine` is logged
+    /// with the next publish of the table (saving one log sync). Keyed by
+    /// id: a branch deleted and re-created under its name never adopts it.
+    pending_ends: Mutex<HashMap<(u64, String), Vec<Record>>>,
+    /// Per table: serializes creating its dataset and purging it.
+    dataset_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// What recovery did when the store was opened.
     pub(crate) recovery: crate::branched::RecoveryReport,
     /// Multi-step operations run holding it shared; recovering on a live
@@ -53,6 +56,7 @@ impl Core {
             op_locks: Mutex::new(HashMap::new()),
             user_locks: Mutex::new(HashMap::new()),
             pending_ends: Mutex::new(HashMap::new()),
+            dataset_locks: Mutex::new(HashMap::new()),
             recovery: Default::default(),
             gate: tokio::sync::RwLock::new(()),
         }
@@ -90,14 +94,40 @@ impl Core {
         tokio::task::spawn_blocking(move || cat.commit_if(check)).await?
     }
 
+    /// Take the op locks of every `(branch, table)` in `keys`, in one
+    /// global order (so two callers never wait on each other in a cycle).
+    pub(crate) async fn lock_all(
+        &self,
+        keys: &BTreeSet<(String, String)>,
+    ) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let mut guards = Vec::with_capacity(keys.len());
+        for (b, t) in keys {
+            guards.push(self.op_lock(b, t).lock_owned().await);
+        }
+        guards
+    }
+
+    /// The lock serializing the creation and the purge of `table`'s dataset.
+    pub(crate) fn dataset_lock(&self, table: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock_of(&self.dataset_locks, table.to_string())
+    }
+
+    /// The lowest version of a line anything still reads (catalog refs and
+    /// live pins); retention keeps every version from there on.
+    pub(crate) fn lowest_pinned(&self, table: &str, line: Option<&str>) -> Option<u64> {
+        let pins = self.catalog.pinned();
+        self.catalog.read().lowest_pinned(table, line, &pins)
+    }
+
     /// Publish one table's new ref on a branch.
     pub(crate) async fn publish(
         &self,
         branch: &str,
+        id: u64,
         table: &str,
         r: Option<TableRef>,
     ) -> Result<()> {
-        self.publish_many(branch, vec![(table.to_string(), r)])
+        self.publish_many(branch, id, vec![(table.to_string(), r)])
             .await
     }
 
@@ -106,39 +136,198 @@ impl Core {
     pub(crate) async fn publish_many(
         &self,
         branch: &str,
+        id: u64,
         tables: Vec<(String, Option<TableRef>)>,
     ) -> Result<()> {
-        self.publish_with(branch, tables, vec![]).await
+        let logged = self
+            .publish_with(branch, id, tables, |_| Ok(vec![]), BTreeSet::new())
+            .await?;
+        self.run_collects(&logged).await
     }
 
-    /// [`Core::publish_many`] plus `extra` records, in one log write.
+    /// [`Core::publish_many`] plus the records `extra` makes from the state
+    /// (checked under the commit lock), in one log write, with a
+    /// [`Record::BeginCollect`] of what the publish made unreachable among
+    /// `candidates`. Returns the records logged: the caller runs their
+    /// collection ([`Core::run_collects`]) once it holds no dataset lock.
+    /// Fails with [`Error::BranchNotFound`] (logging nothing) when `branch`
+    /// is no longer the branch of id `id`.
     pub(crate) async fn publish_with(
         &self,
         branch: &str,
+        id: u64,
         tables: Vec<(String, Option<TableRef>)>,
-        extra: Vec<Record>,
-    ) -> Result<()> {
-        let mut recs: Vec<Record> = {
+        extra: impl FnOnce(&CatalogState) -> Result<Vec<Record>> + Send + 'static,
+        candidates: BTreeSet<String>,
+    ) -> Result<Vec<Record>> {
+        let ends: Vec<Record> = {
             let mut pe = self.pending_ends.lock().unwrap_or_else(|p| p.into_inner());
             tables
                 .iter()
-                .filter_map(|(t, _)| pe.remove(&key(branch, t)))
+                .filter_map(|(t, _)| pe.remove(&(id, t.clone())))
                 .flatten()
                 .collect()
         };
-        recs.push(Record::Publish {
-            branch: branch.to_string(),
-            tables,
-        });
-        recs.extend(extra);
+        let name = branch.to_string();
         let cat = self.catalog.clone();
-        tokio::task::spawn_blocking(move || cat.commit_batch(|_| Ok(recs))).await??;
+        let collect_op = if candidates.is_empty() {
+            0
+        } else {
+            self.catalog.fresh_id()
+        };
+        let ends2 = ends.clone();
+        let logged = tokio::task::spawn_blocking(move || {
+            cat.commit_collecting(
+                |st| {
+                    match st.branches.get(&name) {
+                        Some(b) if b.id == id => {}
+                        _ => return Err(Error::BranchNotFound(name).into()),
+                    }
+                    let mut recs = ends2;
+                    recs.push(Record::Publish {
+                        branch: name,
+                        tables,
+                    });
+                    recs.extend(extra(st)?);
+                    Ok((recs, candidates))
+                },
+                collect_op,
+            )
+        })
+        .await?;
+        match logged {
+            Ok(recs) => Ok(recs),
+            Err(e) => {
+                self.abandon(&ends).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Undo what the parked end records of a publish that failed began: a
+    /// line made for it is removed and its creation aborted, a dataset
+    /// made for it is purged unless something reads it (the caller holds
+    /// that dataset's lock). Best effort: what is left stays pending for
+    /// recovery (and fsck) to finish.
+    async fn abandon(&self, ends: &[Record]) {
+        // Lines first: a dataset is unreferenced only once they are gone.
+        let mut ends: Vec<&Record> = ends.iter().collect();
+        ends.sort_by_key(|r| matches!(r, Record::EndCreate { .. }));
+        for end in ends {
+            let (Record::EndLine { op } | Record::EndCreate { op }) = end else {
+                continue;
+            };
+            let begun = self.catalog.read().pending.get(op).cloned();
+            let undone = match begun {
+                Some(Record::BeginLine { table, line, .. }) => {
+                    self.inner.invalidate_cache(&table);
+                    self.inner.drop_line(&table, &line).await.is_ok()
+                }
+                Some(Record::BeginCreate { table, .. }) => {
+                    if self.dataset_read(&table) {
+                        true // another branch's table lives in it: keep it
+                    } else if self.dataset_referenced(&table, *op) {
+                        false // another pending operation: left to recovery
+                    } else {
+                        self.inner.purge_table(&table).await.is_ok()
+                    }
+                }
+                _ => false,
+            };
+            if undone {
+                let _ = self.commit(Record::Abort { op: *op }).await;
+            }
+        }
+    }
+
+    /// Whether a ref, a live pin or a line of the catalog reads `table`'s
+    /// dataset.
+    fn dataset_read(&self, table: &str) -> bool {
+        let pins = self.catalog.pinned();
+        let st = self.catalog.read();
+        st.refs().any(|(t, _)| t == table)
+            || pins.iter().any(|(t, _)| t == table)
+            || st.lines.iter().any(|l| l.0 == table)
+    }
+
+    /// Whether anything the catalog, a live pin or a pending operation
+    /// other than `except` mentions reads or uses `table`'s dataset.
+    pub(crate) fn dataset_referenced(&self, table: &str, except: u64) -> bool {
+        let pins = self.catalog.pinned();
+        let st = self.catalog.read();
+        let collecting: BTreeSet<&(String, String)> = st
+            .pending
+            .values()
+            .filter_map(|r| match r {
+                Record::BeginCollect { lines, .. } => Some(lines),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        st.refs().any(|(t, _)| t == table)
+            || pins.iter().any(|(t, _)| t == table)
+            || st
+                .lines
+                .iter()
+                .any(|l| l.0 == table && !collecting.contains(l))
+            || st.pending.iter().any(|(o, r)| {
+                *o != except
+                    && matches!(r, Record::BeginCreate { table: t, .. }
+                        | Record::BeginLine { table: t, .. } if t == table)
+            })
+    }
+
+    /// Undo the line a first write made for `table` on the branch of id
+    /// `id` when that write publishes nothing (it failed, or changed
+    /// nothing): the branch goes on reading where it read before.
+    pub(crate) async fn abandon_parked(&self, id: u64, table: &str) {
+        let ends = self
+            .pending_ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(id, table.to_string()))
+            .unwrap_or_default();
+        self.abandon(&ends).await;
+    }
+
+    /// Run every [`Record::BeginCollect`] among `recs`.
+    pub(crate) async fn run_collects(&self, recs: &[Record]) -> Result<()> {
+        for r in recs {
+            if let Record::BeginCollect { op, lines, tables } = r {
+                self.collect(*op, lines, tables).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Carry out collection `op`: remove the lines, then purge each dataset
+    /// nothing reads (checked again under its dataset lock), then log
+    /// `EndCollect`. Idempotent, so recovery runs it again after a crash.
+    pub(crate) async fn collect(
+        &self,
+        op: u64,
+        lines: &[(String, String)],
+        tables: &[String],
+    ) -> Result<()> {
+        self.fail.check("collect::after_begin")?;
+        crate::branched::recovery::drop_lines(self, lines).await?;
+        for t in tables {
+            let lock = self.dataset_lock(t);
+            let _g = lock.lock().await;
+            if !self.dataset_referenced(t, op) {
+                self.inner.invalidate_cache(t);
+                self.inner.purge_table(t).await?;
+            }
+        }
+        self.fail.check("collect::after_drop_before_end")?;
+        self.commit(Record::EndCollect { op }).await?;
         Ok(())
     }
 
     /// Make sure `branch` (of id `id`) has its own line for `table`, whose
     /// newest version is exactly the published one. Returns that line
-    /// (`None`: the main line) and its published version.
+    /// (`None`: the main line), its published version, and whether the
+    /// line was made just now (its `EndLine` waits for the next publish).
     ///
     /// Steps: if the branch still reads another line, create its own line
     /// there (logged `BeginLine` → Lance branch → `EndLine`, then the inner
@@ -151,9 +340,9 @@ impl Core {
         id: u64,
         table: &str,
         current: &TableRef,
-    ) -> Result<(Option<String>, u64)> {
-        let own = line_name(id);
-        if current.line == own {
+    ) -> Result<(Option<String>, u64, bool)> {
+        if line_owner(current.line.as_deref()) == Some(id) {
+            let own = current.line.clone();
             let latest = self.inner.latest_version(table, own.as_deref()).await?;
             if latest != current.version {
                 // A write crashed after its Lance commit and before its
@@ -167,38 +356,34 @@ impl Core {
                     line: own.clone(),
                     version: v,
                 };
-                self.publish(branch, table, Some(healed)).await?;
-                return Ok((own, v));
+                self.publish(branch, id, table, Some(healed)).await?;
+                return Ok((own, v, false));
             }
-            return Ok((own, current.version));
+            return Ok((own, current.version, false));
         }
-        let Some(line) = own else {
+        if id == 0 {
             // Main reads another line: not a state this catalog produces.
             anyhow::bail!("main reads table {table:?} from a branch line; run fsck");
-        };
-        self.make_line(branch, table, &line, current.clone())
-            .await?;
-        Ok((Some(line), current.version))
+        }
+        let line = self.make_line(id, table, current.clone()).await?;
+        Ok((Some(line), current.version, true))
     }
 
-    /// (Re)create Lance line `line` of `table` (for `branch`) starting at
-    /// `from`. `BeginLine` is logged (synced) first; its `EndLine` goes out
-    /// with the table's next publish. An earlier unfinished creation of the
-    /// same line is aborted in the same log write.
-    pub(crate) async fn make_line(
-        &self,
-        branch: &str,
-        table: &str,
-        line: &str,
-        from: TableRef,
-    ) -> Result<()> {
+    /// Create a new Lance line of `table` for the branch of id `id`,
+    /// starting at `from`; returns its name (see
+    /// [`CatalogState::new_line_name`]: a line others may read is never
+    /// replaced). `BeginLine` is logged (synced) first; its `EndLine` goes
+    /// out with the table's next publish. An earlier unfinished creation of
+    /// the same line is aborted in the same log write and its remains
+    /// removed (nothing ever read an unfinished line).
+    pub(crate) async fn make_line(&self, id: u64, table: &str, from: TableRef) -> Result<String> {
         let op = self.catalog.fresh_id();
-        let (t, l, f) = (table.to_string(), line.to_string(), from.clone());
+        let (t, f) = (table.to_string(), from.clone());
         let cat = self.catalog.clone();
-        let existed = tokio::task::spawn_blocking(move || {
-            let mut existed = false;
+        let (line, stale) = tokio::task::spawn_blocking(move || {
+            let mut chosen = (String::new(), false);
             cat.commit_batch(|st| {
-                existed = st.known_lines().contains(&(t.clone(), l.clone()));
+                let l = st.new_line_name(&t, id, op);
                 let mut recs: Vec<Record> = st
                     .pending
                     .iter()
@@ -207,6 +392,7 @@ impl Core {
                     })
                     .map(|(op, _)| Record::Abort { op: *op })
                     .collect();
+                chosen = (l.clone(), !recs.is_empty());
                 recs.push(Record::BeginLine {
                     op,
                     table: t,
@@ -215,45 +401,51 @@ impl Core {
                 });
                 Ok(recs)
             })
-            .map(|_| existed)
+            .map(|_| chosen)
         })
         .await??;
         self.fail.check("line::after_begin")?;
-        if existed {
+        if stale {
             // A line left by an earlier, unpublished attempt is replaced.
-            self.inner.drop_line(table, line).await?;
+            self.inner.drop_line(table, &line).await?;
         }
         self.fail.check("line::after_drop_old_before_create")?;
-        self.inner
-            .create_line(table, line, from.line.as_deref(), from.version)
-            .await?;
+        if let Err(e) = self
+            .inner
+            .create_line(table, &line, from.line.as_deref(), from.version)
+            .await
+        {
+            self.abandon(&[Record::EndLine { op }]).await;
+            return Err(e);
+        }
         self.fail.check("line::after_create_before_end")?;
-        self.end_with_publish(branch, table, Record::EndLine { op });
+        self.end_with_publish(id, table, Record::EndLine { op });
         self.inner.notify_table_created(table).await;
-        Ok(())
+        Ok(line)
     }
 
-    /// Log `end` with the next publish of `table` on `branch`.
-    pub(crate) fn end_with_publish(&self, branch: &str, table: &str, end: Record) {
+    /// Log `end` with the next publish of `table` on the branch of id `id`.
+    pub(crate) fn end_with_publish(&self, id: u64, table: &str, end: Record) {
         self.pending_ends
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(key(branch, table))
+            .entry((id, table.to_string()))
             .or_default()
             .push(end);
     }
 
     /// Log the start of the creation of `table`'s dataset (synced), to be
-    /// ended by the publish of `table` on `branch`; a crash in between
-    /// makes recovery drop the dataset if nothing reads it.
-    pub(crate) async fn begin_create(&self, branch: &str, table: &str) -> Result<()> {
+    /// ended by the publish of `table` on the branch of id `id`; a crash in
+    /// between makes recovery drop the dataset if nothing reads it. The
+    /// caller holds the table's dataset lock.
+    pub(crate) async fn begin_create(&self, id: u64, table: &str) -> Result<()> {
         let op = self.catalog.fresh_id();
         self.commit(Record::BeginCreate {
             op,
             table: table.to_string(),
         })
         .await?;
-        self.end_with_publish(branch, table, Record::EndCreate { op });
+        self.end_with_publish(id, table, Record::EndCreate { op });
         Ok(())
     }
 }

@@ -8,7 +8,7 @@
 //! | `DanglingTagBranch` | a tag names a branch that is gone | none |
 //! | `MissingTable` | a branch, fork point or tag reads a table whose dataset is gone | none |
 //! | `MissingLine` | a branch or tag reads a Lance branch the catalog does not know | none |
-//! | `UnreadableVersion` | a pinned version cannot be opened (pruned or damaged) | none |
+//! | `UnreadableVersion` | a version a branch, fork point, tag, merge base or live snapshot reads cannot be opened (pruned or damaged) | none |
 //! | `UnpublishedVersion` | a write committed to Lance and crashed before it was published | restore the published version (as the next write would) |
 //! | `OrphanLine` | a Lance branch (or a "zombie" `tree/<name>` directory) the catalog does not know | remove it |
 //! | `OrphanTable` | a dataset no branch, tag, fork point or merge base reads (a table dropped everywhere, or a create that crashed) | drop the dataset |
@@ -228,6 +228,12 @@ fn pins(st: &CatalogState) -> Vec<(String, String, TableRef)> {
             out.push((format!("tag {name:?}"), t.clone(), r.clone()));
         }
     }
+    for ((target, source), m) in &st.merge_bases {
+        let owner = format!("the merge base of {source:?} into {target:?}");
+        for (t, r) in m.target.iter().chain(m.source.iter()) {
+            out.push((owner.clone(), t.clone(), r.clone()));
+        }
+    }
     out
 }
 
@@ -323,7 +329,10 @@ impl BranchedBackend {
         let datasets: BTreeSet<String> = core.inner.table_names().await?.into_iter().collect();
         report.checked.datasets = datasets.len();
         let mut opened = BTreeSet::new();
-        for (owner, table, r) in pins(&st) {
+        let mut all = pins(&st);
+        let live = core.catalog.pinned().into_iter();
+        all.extend(live.map(|(t, r)| ("a live snapshot".to_string(), t, r)));
+        for (owner, table, r) in all {
             if !datasets.contains(&table) {
                 found.push(FsckProblem::MissingTable { owner, table });
                 continue;
@@ -359,9 +368,8 @@ impl BranchedBackend {
 
         // Versions committed on a branch's own line and never published.
         for (name, b) in &st.branches {
-            let own = b.own_line();
             for (table, r) in &b.tables {
-                if r.line != own || !datasets.contains(table) {
+                if !b.owns(r.line.as_deref()) || !datasets.contains(table) {
                     continue;
                 }
                 let latest = match core.inner.latest_version(table, r.line.as_deref()).await {

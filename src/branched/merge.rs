@@ -32,7 +32,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Schema, SchemaRef};
 
 use crate::backend::{Error, FilterExpr, Literal, WriteMode};
-use crate::branched::catalog::{CatalogState, Record, TableRef, line_name};
+use crate::branched::catalog::{CatalogState, Record, TableRef, line_owner};
 use crate::branched::diff::{
     KeyCodec, RowChange, SideChanges, TableChange, TableDiff, changed_columns, column_differs,
     primary_key, same_row, schema_of, side_changes, to_table_diff,
@@ -198,9 +198,10 @@ impl BranchedBackend {
         other: &BranchedBackend,
         opts: &MergeOptions,
     ) -> Result<Vec<TableDiff>> {
-        let st = self.core.catalog.read().clone();
-        let (_, base) = self.merge_bases(&st, other)?;
-        let cur = self.core.branch(&other.name, other.id)?.tables;
+        let (st, (base, cur), _pin) = self.pinned_state(|st| {
+            let (_, base) = self.merge_bases(st, other)?;
+            Ok((base, other.tables_in(st)?))
+        })?;
         self.diff_tables(&st, &base, &cur, opts).await
     }
 
@@ -210,18 +211,41 @@ impl BranchedBackend {
     /// # Errors
     /// [`Error::TagNotFound`], [`Error::MissingMergeKey`].
     pub async fn diff_since_tag(&self, tag: &str, opts: &MergeOptions) -> Result<Vec<TableDiff>> {
-        let st = self.core.catalog.read().clone();
-        let base = st
-            .tags
-            .get(tag)
-            .ok_or_else(|| Error::TagNotFound(tag.to_string()))?
-            .tables
-            .clone();
-        let cur = match &self.pinned {
-            Some(p) => (**p).clone(),
-            None => self.core.branch(&self.name, self.id)?.tables,
-        };
+        let (st, (base, cur), _pin) = self.pinned_state(|st| {
+            let base = st
+                .tags
+                .get(tag)
+                .ok_or_else(|| Error::TagNotFound(tag.to_string()))?
+                .tables
+                .clone();
+            Ok((base, self.tables_in(st)?))
+        })?;
         self.diff_tables(&st, &base, &cur, opts).await
+    }
+
+    /// A copy of the catalog state and the two table sets `f` picks from
+    /// it, pinned (kept readable) until the guard is dropped.
+    #[allow(clippy::type_complexity)]
+    fn pinned_state(
+        &self,
+        f: impl FnOnce(
+            &CatalogState,
+        ) -> Result<(BTreeMap<String, TableRef>, BTreeMap<String, TableRef>)>,
+    ) -> Result<(
+        CatalogState,
+        (BTreeMap<String, TableRef>, BTreeMap<String, TableRef>),
+        crate::branched::catalog::PinGuard,
+    )> {
+        let mut out = None;
+        let (_, guard) = self.core.catalog.pin(|st| {
+            let (a, b) = f(st)?;
+            let refs = a.iter().chain(b.iter());
+            let refs = refs.map(|(t, r)| (t.clone(), r.clone())).collect();
+            out = Some((st.clone(), (a, b)));
+            Ok(refs)
+        })?;
+        let (st, sets) = out.ok_or_else(|| anyhow::anyhow!("no catalog state pinned"))?;
+        Ok((st, sets, guard))
     }
 
     async fn diff_tables(
@@ -273,13 +297,73 @@ impl BranchedBackend {
                 Error::InvalidArgument("a branch cannot be merged into itself".into()).into(),
             );
         }
-        let st = self.core.catalog.read().clone();
-        let (tbase, sbase) = self.merge_bases(&st, source)?;
-        let tcur = self.core.branch(&self.name, self.id)?.tables;
-        let scur = match &source.pinned {
-            Some(p) => (**p).clone(),
-            None => self.core.branch(&source.name, source.id)?.tables,
-        };
+        let _gate = self.core.gate.read().await;
+        // Plan and apply under the op locks of every table the merge can
+        // touch, on both branches: no change of those tables (a write, a
+        // merge the other way or of the same source) interleaves, so the
+        // merge is one step in any serial order. Which tables that is
+        // depends on the state; retry until it holds under the locks.
+        let mut names = self.merge_touched(&self.core.catalog.read(), source)?;
+        loop {
+            let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
+            for n in &names {
+                keys.insert((self.name.clone(), n.clone()));
+                if source.pinned.is_none() {
+                    keys.insert((source.name.clone(), n.clone()));
+                }
+            }
+            let guards = self.core.lock_all(&keys).await;
+            let st = self.core.catalog.read().clone();
+            let now = self.merge_touched(&st, source)?;
+            if now.is_subset(&names) {
+                let report = self.merge_locked(source, &opts, &st).await;
+                drop(guards);
+                return report;
+            }
+            drop(guards);
+            names.extend(now);
+        }
+    }
+
+    /// The tables the source changed since the merge base: those a merge
+    /// of `source` into this branch may touch.
+    fn merge_touched(
+        &self,
+        st: &CatalogState,
+        source: &BranchedBackend,
+    ) -> Result<BTreeSet<String>> {
+        let (_, sbase) = self.merge_bases(st, source)?;
+        let scur = source.tables_in(st)?;
+        Ok(sbase
+            .keys()
+            .chain(scur.keys())
+            .filter(|t| sbase.get(*t) != scur.get(*t))
+            .cloned()
+            .collect())
+    }
+
+    /// The tables this view reads in state `st` (a snapshot: its pins).
+    pub(crate) fn tables_in(&self, st: &CatalogState) -> Result<BTreeMap<String, TableRef>> {
+        if let Some(p) = &self.pinned {
+            return Ok(p.tables.clone());
+        }
+        match st.branches.get(&self.name) {
+            Some(b) if b.id == self.id => Ok(b.tables.clone()),
+            _ => Err(Error::BranchNotFound(self.name.clone()).into()),
+        }
+    }
+
+    /// The merge, with the op locks of the touched tables held and `st`
+    /// read under them.
+    async fn merge_locked(
+        &self,
+        source: &BranchedBackend,
+        opts: &MergeOptions,
+        st: &CatalogState,
+    ) -> Result<MergeReport> {
+        let (tbase, sbase) = self.merge_bases(st, source)?;
+        let tcur = self.tables_in(st)?;
+        let scur = source.tables_in(st)?;
         let ours_changed = tbase != tcur;
         let mut plans = Vec::new();
         let mut conflicts = Vec::new();
@@ -291,9 +375,9 @@ impl BranchedBackend {
             }
             let plan = self
                 .plan_table(
-                    &st,
+                    st,
                     &t,
-                    &opts,
+                    opts,
                     (tbase.get(&t), tcur.get(&t)),
                     (sb, sc),
                     &mut conflicts,
@@ -326,14 +410,14 @@ impl BranchedBackend {
             };
             if !plans.is_empty() {
                 // Record the bases anyway so later merges start here.
-                self.record_bases_only(source, &tcur, &scur).await?;
+                self.record_bases_only(source, st, &scur).await?;
             }
             return Ok(report);
         }
         if !ours_changed {
             report.outcome = MergeOutcome::FastForward;
         }
-        let published = self.apply_plans(source, plans, &scur).await?;
+        let published = self.apply_plans(source, st, plans, &scur).await?;
         for (t, v) in published {
             if let Some(s) = report.tables.get_mut(&t) {
                 s.version = v;
@@ -342,21 +426,71 @@ impl BranchedBackend {
         Ok(report)
     }
 
+    /// The tables whose lines the old merge bases of this pair read: what
+    /// replacing them may leave for garbage collection.
+    fn old_base_tables(&self, st: &CatalogState, source: &BranchedBackend) -> BTreeSet<String> {
+        let (t, s) = (self.name.clone(), source.name.clone());
+        [(t.clone(), s.clone()), (s, t)]
+            .iter()
+            .filter_map(|k| st.merge_bases.get(k))
+            .flat_map(|m| m.target.keys().chain(m.source.keys()).cloned())
+            .collect()
+    }
+
+    /// The records that end a merge, made under the commit lock: the
+    /// source must still be the branch of its id; the target's tables
+    /// after the merge are its tables then with `refs` applied.
+    fn merge_end(
+        &self,
+        source: &BranchedBackend,
+        refs: &[(String, Option<TableRef>)],
+        scur: &BTreeMap<String, TableRef>,
+        op: Option<u64>,
+    ) -> impl FnOnce(&CatalogState) -> Result<Vec<Record>> + Send + 'static {
+        let (target, tid) = (self.name.clone(), self.id);
+        let (src, sid) = (source.name.clone(), source.id);
+        let (refs, scur) = (refs.to_vec(), scur.clone());
+        move |st: &CatalogState| {
+            let mut after = match st.branches.get(&target) {
+                Some(b) if b.id == tid => b.tables.clone(),
+                _ => return Err(Error::BranchNotFound(target).into()),
+            };
+            match st.branches.get(&src) {
+                Some(b) if b.id == sid => {}
+                _ => return Err(Error::BranchNotFound(src).into()),
+            }
+            for (t, r) in refs {
+                match r {
+                    Some(r) => after.insert(t, r),
+                    None => after.remove(&t),
+                };
+            }
+            let mut recs = vec![Record::MergeBase {
+                target,
+                source: src,
+                target_tables: after,
+                source_tables: scur,
+            }];
+            recs.extend(op.map(|op| Record::EndMerge { op }));
+            Ok(recs)
+        }
+    }
+
     async fn record_bases_only(
         &self,
         source: &BranchedBackend,
-        tcur: &BTreeMap<String, TableRef>,
+        st: &CatalogState,
         scur: &BTreeMap<String, TableRef>,
     ) -> Result<()> {
-        self.core
-            .commit(Record::MergeBase {
-                target: self.name.clone(),
-                source: source.name.clone(),
-                target_tables: tcur.clone(),
-                source_tables: scur.clone(),
-            })
-            .await
-            .map(|_| ())
+        let end = self.merge_end(source, &[], scur, None);
+        let candidates = self.old_base_tables(st, source);
+        let cat = self.core.catalog.clone();
+        let op = self.core.catalog.fresh_id();
+        let logged = tokio::task::spawn_blocking(move || {
+            cat.commit_collecting(|st| Ok((end(st)?, candidates)), op)
+        })
+        .await??;
+        self.core.run_collects(&logged).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -485,14 +619,16 @@ impl BranchedBackend {
     }
 
     /// Apply planned changes on this branch's own lines and publish them,
-    /// with the new merge bases, in one log write.
+    /// with the new merge bases, in one log write. The caller holds the op
+    /// locks of every planned table. A failure (not a crash) undoes what
+    /// was applied before it returns.
     async fn apply_plans(
         &self,
         source: &BranchedBackend,
+        st: &CatalogState,
         plans: Vec<TablePlan>,
         scur: &BTreeMap<String, TableRef>,
     ) -> Result<Vec<(String, Option<u64>)>> {
-        let _gate = self.core.gate.read().await;
         let op = self.core.catalog.fresh_id();
         self.core
             .commit(Record::BeginMerge {
@@ -502,23 +638,73 @@ impl BranchedBackend {
             })
             .await?;
         self.core.fail.check("merge::after_begin")?;
-        let mut names: Vec<String> = plans.iter().map(|p| p.table.clone()).collect();
-        names.sort();
-        let mut guards = Vec::new();
-        for n in &names {
-            guards.push(self.core.op_lock(&self.name, n).lock_owned().await);
+        let names: Vec<String> = plans.iter().map(|p| p.table.clone()).collect();
+        let mut candidates = self.old_base_tables(st, source);
+        // Dataset locks of tables the merge creates, held to the publish.
+        let mut datasets = Vec::new();
+        let (refs, published) = match self.apply_each(plans, &mut candidates, &mut datasets).await {
+            Ok(x) => x,
+            Err(e) => {
+                if !crate::branched::is_crash(&e) {
+                    self.undo_merge(op, &names).await;
+                }
+                return Err(e);
+            }
+        };
+        self.core.fail.check("merge::after_apply_before_publish")?;
+        let end = self.merge_end(source, &refs, scur, Some(op));
+        let logged = self
+            .core
+            .publish_with(&self.name, self.id, refs, end, candidates)
+            .await;
+        let logged = match logged {
+            Ok(l) => l,
+            Err(e) => {
+                self.undo_merge(op, &names).await;
+                return Err(e);
+            }
+        };
+        drop(datasets);
+        self.core.run_collects(&logged).await?;
+        Ok(published)
+    }
+
+    /// A merge that failed part-way: its lines and versions are undone
+    /// (best effort; recovery finishes what is left) and it is aborted.
+    async fn undo_merge(&self, op: u64, tables: &[String]) {
+        for t in tables {
+            self.core.abandon_parked(self.id, t).await;
+            if let Ok(current) = self.table_ref(t)
+                && line_owner(current.line.as_deref()) == Some(self.id)
+            {
+                let _ = self.core.own_line(&self.name, self.id, t, &current).await;
+            }
         }
+        let _ = self.core.commit(Record::Abort { op }).await;
+    }
+
+    /// Apply each plan as Lance commits; the refs to publish and the new
+    /// version per table. Dropped tables join `candidates` (for garbage
+    /// collection); created ones push their dataset lock on `datasets`.
+    async fn apply_each(
+        &self,
+        plans: Vec<TablePlan>,
+        candidates: &mut BTreeSet<String>,
+        datasets: &mut Vec<tokio::sync::OwnedMutexGuard<()>>,
+    ) -> Result<(Vec<(String, Option<TableRef>)>, Vec<(String, Option<u64>)>)> {
         let inner = self.core.inner.clone();
         let mut refs: Vec<(String, Option<TableRef>)> = Vec::new();
         let mut published = Vec::new();
         for plan in plans {
             let t = plan.table.clone();
             if plan.drop {
+                candidates.insert(t.clone());
                 refs.push((t.clone(), None));
                 published.push((t, None));
                 continue;
             }
             if let Some((rows, schema)) = plan.create {
+                datasets.push(self.core.dataset_lock(&t).lock_owned().await);
                 let r = self.create_unpublished(&t, rows, schema).await?;
                 published.push((t.clone(), Some(r.version)));
                 refs.push((t, Some(r)));
@@ -529,7 +715,7 @@ impl BranchedBackend {
                 continue;
             }
             let current = self.table_ref(&t)?;
-            let (line, mut version) = self
+            let (line, mut version, _) = self
                 .core
                 .own_line(&self.name, self.id, &t, &current)
                 .await?;
@@ -608,34 +794,12 @@ impl BranchedBackend {
             refs.push((t, Some(TableRef { line, version })));
             self.core.fail.check("merge::after_table_applied")?;
         }
-        self.core.fail.check("merge::after_apply_before_publish")?;
-        let mut target_after = self.core.branch(&self.name, self.id)?.tables;
-        for (t, r) in &refs {
-            match r {
-                Some(r) => {
-                    target_after.insert(t.clone(), r.clone());
-                }
-                None => {
-                    target_after.remove(t);
-                }
-            }
-        }
-        let extra = vec![
-            Record::MergeBase {
-                target: self.name.clone(),
-                source: source.name.clone(),
-                target_tables: target_after,
-                source_tables: scur.clone(),
-            },
-            Record::EndMerge { op },
-        ];
-        self.core.publish_with(&self.name, refs, extra).await?;
-        drop(guards);
-        Ok(published)
+        Ok((refs, published))
     }
 
-    /// Create `table` on this branch's own line (or main's line) with
-    /// `rows`, without publishing it. The caller holds the op lock.
+    /// Create `table` on a new line of this branch (or main's line) with
+    /// `rows`, without publishing it. The caller holds the op lock and the
+    /// dataset lock of `table`.
     pub(crate) async fn create_unpublished(
         &self,
         table: &str,
@@ -645,7 +809,7 @@ impl BranchedBackend {
         let inner = &self.core.inner;
         inner.invalidate_cache(table);
         if !inner.table_exists(table).await? {
-            self.core.begin_create(&self.name, table).await?;
+            self.core.begin_create(self.id, table).await?;
             match inner.create_empty_table(table, schema.clone()).await {
                 Ok(()) => {}
                 Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => {}
@@ -653,18 +817,19 @@ impl BranchedBackend {
             }
             inner.notify_table_created(table).await;
         }
-        let own = line_name(self.id);
-        if let Some(line) = &own {
+        let line = if self.id == 0 {
+            None
+        } else {
             let from = TableRef {
                 line: None,
                 version: inner.latest_version(table, None).await?,
             };
-            self.core.make_line(&self.name, table, line, from).await?;
-        }
+            Some(self.core.make_line(self.id, table, from).await?)
+        };
         let version = inner
-            .overwrite_line(table, own.as_deref(), rows, schema)
+            .overwrite_line(table, line.as_deref(), rows, schema)
             .await?;
-        Ok(TableRef { line: own, version })
+        Ok(TableRef { line, version })
     }
 }
 

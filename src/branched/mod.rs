@@ -32,3 +32,12 @@ pub use names::{MAIN, validate_branch_name, validate_tag_name};
 pub use recovery::{RecoveredOp, RecoveryReport};
 pub use txn::Transaction;
 pub use view::{BranchInfo, BranchedBackend, TagInfo};
+
+/// Whether `e` is an armed fail point's stop (a simulated crash): after
+/// one, an operation does no further work.
+pub(crate) fn is_crash(e: &anyhow::Error) -> bool {
+    matches!(
+        crate::backend::Error::of(e),
+        Some(crate::backend::Error::FailPoint(_))
+    )
+}

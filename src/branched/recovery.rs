@@ -11,6 +11,7 @@
 //! | branch deletion | `BeginDelete` … `EndDelete` | remove the remaining Lance branches; log `EndDelete` |
 //! | merge | `BeginMerge` … the publish (which carries `EndMerge`) | log `Abort`: the merge never happened; restore the target's tables to their published versions |
 //! | creating a table's dataset | `BeginCreate` … the publish (which carries `EndCreate`) | drop the dataset unless a branch reads it; log `Abort` |
+//! | garbage collection | `BeginCollect` (logged with the change that made things unreachable) … `EndCollect` | remove the remaining lines, purge each listed dataset nothing reads; log `EndCollect` |
 //! | a write | Lance commit … `Publish` | nothing at open: the version is invisible (reads use the published one) and the next change of the table restores the published version first (see [`BranchedBackend::recover_staging`](crate::StorageBackend::recover_staging)) |
 //!
 //! Each recovery step is idempotent, so a crash during recovery is handled
@@ -74,9 +75,12 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
         .iter()
         .map(|(k, v)| (*k, v.clone()))
         .collect();
-    // Dataset creations last: whether a dataset is still read is known
-    // once the half-made lines on it are gone.
-    pending.sort_by_key(|(op, r)| (matches!(r, Record::BeginCreate { .. }), *op));
+    // Dataset creations and collections last: whether a dataset is still
+    // read is known once the half-made lines on it are gone.
+    pending.sort_by_key(|(op, r)| {
+        let last = matches!(r, Record::BeginCreate { .. } | Record::BeginCollect { .. });
+        (last, *op)
+    });
     let mut report = RecoveryReport::default();
     for (op, rec) in pending {
         let done = |kind: &str, action: &str, detail: String| RecoveredOp {
@@ -107,18 +111,17 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
                     .push(done("branch deletion", "finished", detail));
             }
             Record::BeginMerge { target, source, .. } => {
-                // Nothing of the merge was published: undo it. Its Lance
-                // versions are unpublished and restored away before the
-                // tables' next change.
-                core.commit(Record::Abort { op }).await?;
-                // Restore the versions it committed away now, so that the
-                // store is clean (fsck) right after recovery.
+                // Nothing of the merge was published: undo it. First
+                // restore the versions it committed away (so the store is
+                // clean right after recovery), then log `Abort`: a crash in
+                // between finds the merge pending and heals again.
                 let meta = core.catalog.read().branches.get(&target).cloned();
                 if let Some(meta) = meta {
                     for table in meta.tables.keys() {
                         heal_table(core, &target, meta.id, table).await?;
                     }
                 }
+                core.commit(Record::Abort { op }).await?;
                 let detail = format!("{source:?} into {target:?}");
                 report.operations.push(done("merge", "undone", detail));
             }
@@ -138,6 +141,13 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
                 report
                     .operations
                     .push(done("table creation", action, detail));
+            }
+            Record::BeginCollect { lines, tables, .. } => {
+                core.collect(op, &lines, &tables).await?;
+                let detail = format!("{} Lance branches, {} datasets", lines.len(), tables.len());
+                report
+                    .operations
+                    .push(done("garbage collection", "finished", detail));
             }
             _ => {}
         }
@@ -167,7 +177,7 @@ pub(crate) async fn heal_table(core: &Core, branch: &str, id: u64, table: &str) 
     let Some(r) = meta.tables.get(table) else {
         return Ok(());
     };
-    if r.line != meta.own_line() {
+    if !meta.owns(r.line.as_deref()) {
         return Ok(());
     }
     let lock = core.op_lock(branch, table);

@@ -109,37 +109,39 @@ impl Transaction {
             return Ok(());
         }
         let _gate = view.core.gate.read().await;
-        let locks: Vec<_> = names
+        let keys = names
             .iter()
-            .map(|t| view.core.op_lock(&view.name, t))
+            .map(|t| (view.name.clone(), t.clone()))
             .collect();
-        let mut guards = Vec::with_capacity(locks.len());
-        for l in &locks {
-            guards.push(l.clone().lock_owned().await);
-        }
+        let guards = view.core.lock_all(&keys).await;
         let mut lines: BTreeMap<String, (Option<String>, Option<u64>)> = BTreeMap::new();
-        for t in &names {
-            let current = view.table_ref(t)?;
-            let (line, _) = view.core.own_line(&view.name, view.id, t, &current).await?;
-            lines.insert(t.clone(), (line, None));
-        }
-        let inner = view.core.inner.clone();
-        for (t, op) in self.ops {
-            let Some((line, latest)) = lines.get_mut(&t) else {
-                continue;
-            };
-            let l = line.as_deref();
-            let v = match op {
-                Op::Write(b, mode) => inner.write_line(&t, l, b, mode).await?,
-                Op::MergeInsert(on, b) => {
-                    let on: Vec<&str> = on.iter().map(String::as_str).collect();
-                    inner.merge_insert_line(&t, l, &on, b).await?
+        let mut fresh = Vec::new();
+        let applied = async {
+            for t in &names {
+                let current = view.table_ref(t)?;
+                let (line, _, new) = view.core.own_line(&view.name, view.id, t, &current).await?;
+                if new {
+                    fresh.push(t.clone());
                 }
-                Op::Delete(f) => Some(inner.delete_rows_line(&t, l, &f).await?),
-                Op::Replace(b, s) => Some(inner.overwrite_line(&t, l, b, s).await?),
-            };
-            if v.is_some() {
-                *latest = v;
+                lines.insert(t.clone(), (line, None));
+            }
+            apply_ops(&view, self.ops, &mut lines).await
+        }
+        .await;
+        if let Err(e) = applied {
+            if !crate::branched::is_crash(&e) {
+                // Nothing is visible; a table's unpublished versions are
+                // restored away at its next change, its new line removed now.
+                for t in &fresh {
+                    view.core.abandon_parked(view.id, t).await;
+                }
+            }
+            return Err(e);
+        }
+        for t in &fresh {
+            if lines.get(t).is_some_and(|(_, v)| v.is_none()) {
+                // Nothing committed on the new line: it is not needed.
+                view.core.abandon_parked(view.id, t).await;
             }
         }
         let tables: Vec<(String, Option<TableRef>)> = lines
@@ -148,9 +150,40 @@ impl Transaction {
             .collect();
         view.core.fail.check("txn::after_apply_before_publish")?;
         if !tables.is_empty() {
-            view.core.publish_many(&view.name, tables).await?;
+            view.core.publish_many(&view.name, view.id, tables).await?;
         }
         drop(guards);
         Ok(())
     }
+}
+
+/// Apply each change on its table's line, noting the newest version.
+async fn apply_ops(
+    view: &BranchedBackend,
+    ops: Vec<(String, Op)>,
+    lines: &mut BTreeMap<String, (Option<String>, Option<u64>)>,
+) -> Result<()> {
+    let inner = view.core.inner.clone();
+    for (t, op) in ops {
+        let Some((line, latest)) = lines.get_mut(&t) else {
+            continue;
+        };
+        let l = line.as_deref();
+        let v = match op {
+            Op::Write(b, mode) => inner.write_line(&t, l, b, mode).await?,
+            Op::MergeInsert(on, b) => {
+                let on: Vec<&str> = on.iter().map(String::as_str).collect();
+                inner.merge_insert_line(&t, l, &on, b).await?
+            }
+            Op::Delete(f) => {
+                crate::backend::check_raw_filter(&f)?;
+                Some(inner.delete_rows_line(&t, l, &f).await?)
+            }
+            Op::Replace(b, s) => Some(inner.overwrite_line(&t, l, b, s).await?),
+        };
+        if v.is_some() {
+            *latest = v;
+        }
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::backend::{BranchLines, Error, validate_table_name};
-use crate::branched::catalog::{Catalog, Record, TableRef, line_name};
+use crate::branched::catalog::{Catalog, PinGuard, Record, TableRef, line_owner};
 use crate::branched::core::Core;
 use crate::branched::names::{MAIN, validate_branch_name, validate_tag_name};
 
@@ -45,8 +45,16 @@ pub struct BranchedBackend {
     pub(crate) name: String,
     pub(crate) id: u64,
     /// Set for read-only snapshots: the tables as of the snapshot.
-    pub(crate) pinned: Option<Arc<BTreeMap<String, TableRef>>>,
+    pub(crate) pinned: Option<Arc<Pinned>>,
     pub(crate) base_uri: String,
+}
+
+/// What a snapshot reads, registered with the catalog for as long as any
+/// clone of the snapshot lives (retention and garbage collection keep it).
+#[derive(Debug)]
+pub(crate) struct Pinned {
+    pub(crate) tables: BTreeMap<String, TableRef>,
+    _guard: PinGuard,
 }
 
 impl std::fmt::Debug for BranchedBackend {
@@ -282,15 +290,16 @@ impl BranchedBackend {
         let mut out: Vec<BranchInfo> = st
             .branches
             .iter()
-            .map(|(name, b)| {
-                let own = b.own_line();
-                BranchInfo {
-                    name: name.clone(),
-                    parent: b.parent.clone(),
-                    from_tag: b.from_tag.clone(),
-                    tables: b.tables.keys().cloned().collect(),
-                    materialized: b.tables.values().filter(|r| r.line == own).count(),
-                }
+            .map(|(name, b)| BranchInfo {
+                name: name.clone(),
+                parent: b.parent.clone(),
+                from_tag: b.from_tag.clone(),
+                tables: b.tables.keys().cloned().collect(),
+                materialized: b
+                    .tables
+                    .values()
+                    .filter(|r| b.owns(r.line.as_deref()))
+                    .count(),
             })
             .collect();
         out.sort_by_key(|b| (b.name != MAIN, b.name.clone()));
@@ -308,73 +317,24 @@ impl BranchedBackend {
     /// [`Error::BranchInUse`].
     pub async fn delete_branch(&self, name: &str, cascade: bool) -> Result<()> {
         validate_branch_name(name)?;
-        let _gate = self.core.gate.read().await;
+        // Exclusive: no operation of this process is in flight, so none can
+        // publish to, or make a line on, a branch being deleted.
+        let _gate = self.core.gate.write().await;
         let op = self.core.catalog.fresh_id();
-        let target = name.to_string();
-        let (_, rec) = self
-            .core
-            .commit_if(move |st| {
-                if !st.branches.contains_key(&target) {
-                    return Err(Error::BranchNotFound(target).into());
-                }
-                // The branch and its descendants, deepest first.
-                let mut doomed = vec![target.clone()];
-                let mut i = 0;
-                while i < doomed.len() {
-                    let kids: Vec<String> = st
-                        .branches
-                        .iter()
-                        .filter(|(_, b)| b.parent.as_deref() == Some(doomed[i].as_str()))
-                        .map(|(n, _)| n.clone())
-                        .collect();
-                    if !kids.is_empty() && !cascade {
-                        return Err(Error::BranchInUse {
-                            branch: target,
-                            detail: format!(
-                                "it has child branches {kids:?}; delete them first or cascade"
-                            ),
-                        }
-                        .into());
-                    }
-                    doomed.extend(kids);
-                    i += 1;
-                }
-                doomed.reverse();
-                let ids: Vec<String> = doomed
-                    .iter()
-                    .filter_map(|b| st.branches.get(b).and_then(|m| m.own_line()))
-                    .collect();
-                for (tag, t) in &st.tags {
-                    let pins_doomed = doomed.contains(&t.branch)
-                        || t.tables
-                            .values()
-                            .any(|r| r.line.as_ref().is_some_and(|l| ids.contains(l)));
-                    if pins_doomed {
-                        return Err(Error::BranchInUse {
-                            branch: target,
-                            detail: format!("tag {tag:?} pins it; delete the tag first"),
-                        }
-                        .into());
-                    }
-                }
-                let lines: Vec<(String, String)> = ids
-                    .iter()
-                    .flat_map(|l| st.lines.iter().filter(move |(_, line)| line == l).cloned())
-                    .collect();
-                Ok(Record::BeginDelete {
-                    op,
-                    branches: doomed,
-                    lines,
-                })
-            })
-            .await?;
+        let collect_op = self.core.catalog.fresh_id();
+        let (target, cat) = (name.to_string(), self.core.catalog.clone());
+        let logged = tokio::task::spawn_blocking(move || {
+            let pins = cat.pinned();
+            cat.commit_collecting(|st| deletion(st, &target, cascade, op, &pins), collect_op)
+        })
+        .await??;
         self.core.fail.check("delete::after_begin")?;
-        if let Record::BeginDelete { lines, .. } = rec {
-            crate::branched::recovery::drop_lines(&self.core, &lines).await?;
+        if let Some(Record::BeginDelete { lines, .. }) = logged.first() {
+            crate::branched::recovery::drop_lines(&self.core, lines).await?;
         }
         self.core.fail.check("delete::after_drop_before_end")?;
         self.core.commit(Record::EndDelete { op }).await?;
-        Ok(())
+        self.core.run_collects(&logged).await
     }
 
     /// Tag what this branch sees now (every table at its published
@@ -425,15 +385,22 @@ impl BranchedBackend {
     pub async fn delete_tag(&self, name: &str) -> Result<()> {
         validate_tag_name(name)?;
         let tag = name.to_string();
-        self.core
-            .commit_if(move |st| {
-                if !st.tags.contains_key(&tag) {
-                    return Err(Error::TagNotFound(tag).into());
-                }
-                Ok(Record::DeleteTag { name: tag })
-            })
-            .await?;
-        Ok(())
+        let cat = self.core.catalog.clone();
+        let op = self.core.catalog.fresh_id();
+        let logged = tokio::task::spawn_blocking(move || {
+            cat.commit_collecting(
+                |st| {
+                    let Some(t) = st.tags.get(&tag) else {
+                        return Err(Error::TagNotFound(tag).into());
+                    };
+                    let candidates = t.tables.keys().cloned().collect();
+                    Ok((vec![Record::DeleteTag { name: tag }], candidates))
+                },
+                op,
+            )
+        })
+        .await??;
+        self.core.run_collects(&logged).await
     }
 
     /// A read-only view of this branch as it is now: every read through it
@@ -443,12 +410,19 @@ impl BranchedBackend {
     /// # Errors
     /// [`Error::BranchNotFound`].
     pub fn snapshot(&self) -> Result<Self> {
-        let tables = match &self.pinned {
-            Some(p) => p.clone(),
-            None => Arc::new(self.core.branch(&self.name, self.id)?.tables),
-        };
+        if self.pinned.is_some() {
+            return Ok(self.clone());
+        }
+        let (name, id) = (self.name.clone(), self.id);
+        let (refs, guard) = self.core.catalog.pin(|st| match st.branches.get(&name) {
+            Some(b) if b.id == id => Ok(b.tables.clone().into_iter().collect()),
+            _ => Err(Error::BranchNotFound(name.clone()).into()),
+        })?;
         Ok(Self {
-            pinned: Some(tables),
+            pinned: Some(Arc::new(Pinned {
+                tables: refs.into_iter().collect(),
+                _guard: guard,
+            })),
             ..self.clone()
         })
     }
@@ -518,7 +492,7 @@ impl BranchedBackend {
     pub(crate) fn table_ref(&self, table: &str) -> Result<TableRef> {
         validate_table_name(table)?;
         let found = match &self.pinned {
-            Some(p) => p.get(table).cloned(),
+            Some(p) => p.tables.get(table).cloned(),
             None => self
                 .core
                 .branch(&self.name, self.id)?
@@ -551,7 +525,9 @@ impl BranchedBackend {
                     .and_then(|b| b.fork_point.get(table).cloned());
                 match fork {
                     Some(f)
-                        if f.line != r.line && v <= f.version && r.line == line_name(self.id) =>
+                        if f.line != r.line
+                            && v <= f.version
+                            && line_owner(r.line.as_deref()) == Some(self.id) =>
                     {
                         Ok(TableRef {
                             line: f.line,
@@ -597,17 +573,31 @@ impl BranchedBackend {
         let lock = self.core.op_lock(&self.name, table);
         let _g = lock.lock().await;
         let current = self.table_ref(table)?;
-        let (line, _) = self
+        let (line, _, fresh) = self
             .core
             .own_line(&self.name, self.id, table, &current)
             .await?;
-        if let Some(version) = f(self.core.inner.clone(), line.clone()).await? {
-            self.core.fail.check(point)?;
-            self.core
-                .publish(&self.name, table, Some(TableRef { line, version }))
-                .await?;
+        match f(self.core.inner.clone(), line.clone()).await {
+            Ok(Some(version)) => {
+                self.core.fail.check(point)?;
+                let r = TableRef { line, version };
+                self.core.publish(&self.name, self.id, table, Some(r)).await
+            }
+            Ok(None) => {
+                if fresh {
+                    self.core.abandon_parked(self.id, table).await;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // A failed change leaves nothing: not even the line a first
+                // write made (a crash leaves it to recovery).
+                if fresh && !crate::branched::is_crash(&e) {
+                    self.core.abandon_parked(self.id, table).await;
+                }
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// Create `table` on this branch with `batches` (may be empty) and
@@ -628,36 +618,156 @@ impl BranchedBackend {
             return Err(Error::TableExists(table.to_string()).into());
         }
         let inner = &self.core.inner;
+        // Held to the publish: a collection cannot purge the dataset
+        // between the check that it exists and the publish that reads it.
+        let dlock = self.core.dataset_lock(table);
+        let _d = dlock.lock().await;
         inner.invalidate_cache(table);
-        if line_name(self.id).is_none() && !inner.table_exists(table).await? {
-            // A new table on main: an ordinary create of the inner store.
-            self.core.begin_create(&self.name, table).await?;
-            let made = if batches.iter().any(|b| b.num_rows() > 0) {
-                inner.create_table(table, batches.clone()).await
-            } else {
-                inner.create_empty_table(table, schema.clone()).await
-            };
-            match made {
-                Ok(()) => {
-                    self.core
-                        .fail
-                        .check("create::after_dataset_before_publish")?;
-                    let v = inner.latest_version(table, None).await?;
-                    let r = TableRef {
-                        line: None,
-                        version: v,
-                    };
-                    return self.core.publish(&self.name, table, Some(r)).await;
+        let made = if self.id == 0 && !inner.table_exists(table).await? {
+            self.create_on_main(table, batches.clone(), schema.clone())
+                .await
+        } else {
+            Ok(None)
+        };
+        let made = match made {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => self.create_unpublished(table, batches, schema).await,
+            Err(e) => Err(e),
+        };
+        let r = match made {
+            Ok(r) => r,
+            Err(e) => {
+                if !crate::branched::is_crash(&e) {
+                    self.core.abandon_parked(self.id, table).await;
                 }
-                // Created meanwhile by another branch: go on as below.
-                Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => {}
-                Err(e) => return Err(e),
+                return Err(e);
             }
-        }
-        let r = self.create_unpublished(table, batches, schema).await?;
+        };
         self.core
             .fail
             .check("create::after_dataset_before_publish")?;
-        self.core.publish(&self.name, table, Some(r)).await
+        self.core.publish(&self.name, self.id, table, Some(r)).await
     }
+
+    /// A new table on main: an ordinary create of the inner store, logged
+    /// `BeginCreate` first. `None`: another branch created the dataset
+    /// meanwhile (go on as for a branch). The caller holds the dataset lock.
+    async fn create_on_main(
+        &self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        schema: SchemaRef,
+    ) -> Result<Option<TableRef>> {
+        let inner = &self.core.inner;
+        self.core.begin_create(self.id, table).await?;
+        let made = if batches.iter().any(|b| b.num_rows() > 0) {
+            inner.create_table(table, batches).await
+        } else {
+            inner.create_empty_table(table, schema).await
+        };
+        match made {
+            Ok(()) => {}
+            Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => {
+                self.core.abandon_parked(self.id, table).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        let version = inner.latest_version(table, None).await?;
+        Ok(Some(TableRef {
+            line: None,
+            version,
+        }))
+    }
+}
+
+/// The records that delete branch `target` (with its descendants when
+/// `cascade`), checked on `st`: one `BeginDelete` naming the branches,
+/// deepest first, and their lines nothing else reads (`pins`: live
+/// snapshots); the tables to collect garbage of afterwards.
+fn deletion(
+    st: &crate::branched::CatalogState,
+    target: &str,
+    cascade: bool,
+    op: u64,
+    pins: &[(String, TableRef)],
+) -> Result<(Vec<Record>, std::collections::BTreeSet<String>)> {
+    if !st.branches.contains_key(target) {
+        return Err(Error::BranchNotFound(target.to_string()).into());
+    }
+    // The branch and its descendants, deepest first.
+    let mut doomed = vec![target.to_string()];
+    let mut i = 0;
+    while i < doomed.len() {
+        let kids: Vec<String> = st
+            .branches
+            .iter()
+            .filter(|(_, b)| b.parent.as_deref() == Some(doomed[i].as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !kids.is_empty() && !cascade {
+            return Err(Error::BranchInUse {
+                branch: target.to_string(),
+                detail: format!("it has child branches {kids:?}; delete them first or cascade"),
+            }
+            .into());
+        }
+        doomed.extend(kids);
+        i += 1;
+    }
+    doomed.reverse();
+    let ids: Vec<u64> = doomed
+        .iter()
+        .filter_map(|b| st.branches.get(b))
+        .map(|m| m.id)
+        .collect();
+    let owned =
+        |line: Option<&str>| line.is_some() && line_owner(line).is_some_and(|o| ids.contains(&o));
+    for (tag, t) in &st.tags {
+        if doomed.contains(&t.branch) || t.tables.values().any(|r| owned(r.line.as_deref())) {
+            return Err(Error::BranchInUse {
+                branch: target.to_string(),
+                detail: format!("tag {tag:?} pins it; delete the tag first"),
+            }
+            .into());
+        }
+    }
+    let mut candidates = std::collections::BTreeSet::new();
+    for b in doomed.iter().filter_map(|b| st.branches.get(b)) {
+        candidates.extend(b.tables.keys().cloned());
+        candidates.extend(b.fork_point.keys().cloned());
+    }
+    for ((t, s), m) in &st.merge_bases {
+        if doomed.contains(t) || doomed.contains(s) {
+            candidates.extend(m.target.keys().chain(m.source.keys()).cloned());
+        }
+    }
+    // Lines of the doomed branches; one a live snapshot still reads stays
+    // (for a later collection).
+    let mut after = st.clone();
+    let begin = Record::BeginDelete {
+        op,
+        branches: doomed.clone(),
+        lines: vec![],
+    };
+    after.apply(st.applied, &begin);
+    let needed = after.needed_lines(pins);
+    let lines: Vec<(String, String)> = st
+        .lines
+        .iter()
+        .filter(|(_, l)| owned(Some(l)))
+        .filter(|l| !needed.contains(*l))
+        .cloned()
+        .collect();
+    candidates.extend(lines.iter().map(|(t, _)| t.clone()));
+    let mut lines = lines;
+    lines.sort_by_key(|(t, l)| std::cmp::Reverse(st.line_depth(t, l)));
+    Ok((
+        vec![Record::BeginDelete {
+            op,
+            branches: doomed,
+            lines,
+        }],
+        candidates,
+    ))
 }

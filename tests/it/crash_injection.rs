@@ -416,6 +416,49 @@ async fn merge_table_cut(point: &str) {
     }
 }
 
+/// A garbage collection cut: after a table dropped on every branch, and
+/// after deleting a branch that created its own table. The change is
+/// visible from its record on; recovery finishes the collection, so no
+/// dataset or Lance branch nothing reads is left.
+async fn collect_cut(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_, main) = open(&dir).await;
+        main.create_table("p", vec![people(0..3)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        // Created after the fork: only main reads it.
+        main.create_table("gone", vec![people(0..1)]).await.unwrap();
+        b.create_table("own", vec![people(5..6)]).await.unwrap();
+        b.write("p", vec![people(3..4)], WriteMode::Append)
+            .await
+            .unwrap();
+        main.arm_failpoint(point).unwrap();
+        let e = main.drop_table("gone").await.unwrap_err();
+        assert!(is_cut(&e), "{point}: {e:#}");
+    }
+    let (inner, main) = reopen(&dir).await;
+    assert!(!main.table_exists("gone").await.unwrap(), "{point}");
+    let mut datasets = inner.table_names().await.unwrap();
+    datasets.sort();
+    assert_eq!(
+        datasets,
+        vec!["own", "p"],
+        "{point}: dropped dataset purged"
+    );
+    {
+        main.arm_failpoint(point).unwrap();
+        let e = main.delete_branch("b", false).await.unwrap_err();
+        assert!(is_cut(&e), "{point}: {e:#}");
+    }
+    drop(main);
+    let (inner, main) = reopen(&dir).await;
+    assert!(main.branch("b").is_err(), "{point}: deletion finished");
+    assert_eq!(inner.table_names().await.unwrap(), vec!["p"], "{point}");
+    assert!(line_dirs(&dir, "p").is_empty(), "{point}: lines removed");
+    assert_eq!(ids(&main, "p").await, vec![0, 1, 2]);
+    assert_clean(&main).await;
+}
+
 /// Every fail point the library lists is cut by a scenario here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fail_point_recovers() {
@@ -438,6 +481,7 @@ async fn every_fail_point_recovers() {
             "fork::before_record" | "tag::before_record" => fork_or_tag_cut(point).await,
             "replace::after_commit_before_publish" => replace_cut(point).await,
             "create::after_dataset_before_publish" => create_cut(point).await,
+            "collect::after_begin" | "collect::after_drop_before_end" => collect_cut(point).await,
             other => panic!("fail point {other} has no crash scenario"),
         }
     }

@@ -27,10 +27,17 @@ async fn fsck_reports_then_repairs_what_is_safe() {
         .unwrap();
     b.tag("t").await.unwrap();
     assert!(main.fsck(false).await.unwrap().is_clean());
-
-    // A table dropped on every branch, a zombie Lance branch directory,
-    // and a write that crashed between its commit and its publish.
+    // Dropped on every branch: collected at once.
     main.drop_table("gone").await.unwrap();
+    assert!(!inner.table_names().await.unwrap().contains(&"gone".into()));
+    assert!(main.fsck(false).await.unwrap().is_clean());
+
+    // A dataset the catalog never knew, a zombie Lance branch directory,
+    // and a write that crashed between its commit and its publish.
+    inner
+        .create_table("gone", vec![people(0..1)])
+        .await
+        .unwrap();
     std::fs::create_dir_all(dir.path().join("p.lance/tree/zombie/_versions")).unwrap();
     main.arm_failpoint("write::after_commit_before_publish")
         .unwrap();

@@ -11,5 +11,7 @@ mod fuzz_corpus;
 mod history;
 mod kill_recovery;
 mod lance_backend;
+mod lifecycle;
 mod merge;
+mod pausing;
 mod store_faults;

@@ -154,7 +154,7 @@ pub fn describe(rec: &Record) -> (&'static str, String) {
         Record::EndDelete { op } => ("EndDelete", format!("op {op}: deletion finished")),
         Record::Tag { name, branch } => ("Tag", format!("tag {name} on {branch}")),
         Record::DeleteTag { name } => ("DeleteTag", format!("delete tag {name}")),
-        Record::Abort { op } => ("Abort", format!("op {op}: undone by recovery")),
+        Record::Abort { op } => ("Abort", format!("op {op}: undone")),
         Record::BeginMerge { op, target, source } => (
             "BeginMerge",
             format!("op {op}: begin merge of {source} into {target}"),
@@ -177,6 +177,15 @@ pub fn describe(rec: &Record) -> (&'static str, String) {
             format!("op {op}: begin creating the dataset of {table}"),
         ),
         Record::EndCreate { op } => ("EndCreate", format!("op {op}: dataset created")),
+        Record::BeginCollect { op, lines, tables } => (
+            "BeginCollect",
+            format!(
+                "op {op}: collect {} unreachable Lance branches, {} datasets",
+                lines.len(),
+                tables.len()
+            ),
+        ),
+        Record::EndCollect { op } => ("EndCollect", format!("op {op}: collection finished")),
     }
 }
 
