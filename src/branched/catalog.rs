@@ -478,13 +478,30 @@ impl CatalogState {
     /// The Lance lines something can still read: those the catalog's refs
     /// and the live `pins` read, and every line one of them grew from.
     pub(crate) fn needed_lines(&self, pins: &[(String, TableRef)]) -> BTreeSet<(String, String)> {
-        let mut todo: Vec<(String, String)> = self
+        let start = self
             .refs()
             .chain(pins.iter().map(|(t, r)| (t, r)))
             .filter_map(|(t, r)| r.line.clone().map(|l| (t.clone(), l)))
             .collect();
+        self.with_origins(start)
+    }
+
+    /// The lines the live `pins` read, and every line one of them grew from.
+    pub(crate) fn pinned_lines(&self, pins: &[(String, TableRef)]) -> BTreeSet<(String, String)> {
+        let start = pins
+            .iter()
+            .filter_map(|(t, r)| r.line.clone().map(|l| (t.clone(), l)))
+            .collect();
+        self.with_origins(start)
+    }
+
+    /// `lines` and the lines they grew from, through known origins.
+    fn with_origins(&self, mut todo: Vec<(String, String)>) -> BTreeSet<(String, String)> {
         let mut needed = BTreeSet::new();
         while let Some(l) = todo.pop() {
+            if needed.contains(&l) {
+                continue;
+            }
             if let Some(origin) = self.line_origin.get(&l)
                 && let Some(parent) = &origin.line
             {
@@ -566,18 +583,25 @@ impl CatalogState {
     }
 
     /// The lowest version of `line` of `table` that any branch, fork point,
-    /// tag, merge base or live pin still reads; `None` if nothing pins the
-    /// line.
+    /// tag, merge base or live pin still reads, or the line's first version;
+    /// `None` if nothing pins the line.
     pub fn lowest_pinned(
         &self,
         table: &str,
         line: Option<&str>,
         pins: &[(String, TableRef)],
     ) -> Option<u64> {
+        // A line's first version (numbered as the version it grew from)
+        // is kept too: a diff from the fork point reads the line's changes
+        // from there.
+        let first = line
+            .and_then(|l| self.line_origin.get(&(table.to_string(), l.to_string())))
+            .map(|o| o.version);
         self.refs()
             .chain(pins.iter().map(|(t, r)| (t, r)))
             .filter(|(t, r)| t.as_str() == table && r.line.as_deref() == line)
             .map(|(_, r)| r.version)
+            .chain(first)
             .min()
     }
 }
@@ -606,6 +630,8 @@ pub struct Catalog {
     /// up.
     pins: Mutex<BTreeMap<u64, Vec<(String, TableRef)>>>,
     next_pin: std::sync::atomic::AtomicU64,
+    /// Set when a pin is dropped: a collection it held back may go on.
+    released: std::sync::atomic::AtomicBool,
 }
 
 /// Keeps what a [`Catalog::pin`] registered readable until dropped.
@@ -622,6 +648,8 @@ impl Drop for PinGuard {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&self.id);
+            cat.released
+                .store(true, std::sync::atomic::Ordering::Release);
         }
     }
 }
@@ -671,6 +699,7 @@ impl Catalog {
             dir: dir.map(Path::to_path_buf),
             pins: Mutex::new(BTreeMap::new()),
             next_pin: std::sync::atomic::AtomicU64::new(1),
+            released: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -702,6 +731,12 @@ impl Catalog {
         Ok((refs, guard))
     }
 
+    /// Whether a pin was dropped since the last call.
+    pub(crate) fn take_released(&self) -> bool {
+        self.released
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
     /// Every live pin's refs.
     pub(crate) fn pinned(&self) -> Vec<(String, TableRef)> {
         let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
@@ -726,7 +761,9 @@ impl Catalog {
             for r in &recs {
                 after.apply(st.applied, r);
             }
-            let (lines, tables) = after.garbage(&self.pinned(), Some(&candidates));
+            // Live pins do not keep things out of the collection: its
+            // executor leaves what a pin reads until the pin is dropped.
+            let (lines, tables) = after.garbage(&[], Some(&candidates));
             if !lines.is_empty() || !tables.is_empty() {
                 recs.push(Record::BeginCollect { op, lines, tables });
             }

@@ -304,24 +304,38 @@ impl StorageBackend for BranchedBackend {
         schema: Arc<Schema>,
     ) -> Result<()> {
         validate_table_name(name)?;
-        if !self.exists_here(name)? {
-            match self.create(name, batches.clone(), schema.clone()).await {
-                // Created meanwhile (a concurrent replace won): replace it.
-                Err(e) if matches!(Error::of(&e), Some(Error::TableExists(_))) => {}
+        // Create it when missing, else overwrite it; a concurrent create or
+        // drop between the check and the change makes the other one right,
+        // so try again (each retry means another operation went first).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (b, s) = (batches.clone(), schema.clone());
+            let result = if self.exists_here(name)? {
+                self.mutate_at(
+                    name,
+                    "replace::after_commit_before_publish",
+                    move |inner, line| async move {
+                        inner
+                            .overwrite_line(name, line.as_deref(), b, s)
+                            .await
+                            .map(Some)
+                    },
+                )
+                .await
+            } else {
+                self.create(name, b, s).await
+            };
+            match result {
+                Err(e)
+                    if attempts < 16
+                        && matches!(
+                            Error::of(&e),
+                            Some(Error::TableExists(_) | Error::TableNotFound(_))
+                        ) => {}
                 other => return other,
             }
         }
-        self.mutate_at(
-            name,
-            "replace::after_commit_before_publish",
-            move |inner, line| async move {
-                inner
-                    .overwrite_line(name, line.as_deref(), batches, schema)
-                    .await
-                    .map(Some)
-            },
-        )
-        .await
     }
 
     async fn lock_table_for_write(&self, name: &str) -> TableWriteGuard {

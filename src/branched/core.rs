@@ -226,7 +226,7 @@ impl Core {
                 Some(Record::BeginCreate { table, .. }) => {
                     if self.dataset_read(&table) {
                         true // another branch's table lives in it: keep it
-                    } else if self.dataset_referenced(&table, *op) {
+                    } else if self.dataset_referenced(&table, *op, true) {
                         false // another pending operation: left to recovery
                     } else {
                         self.inner.purge_table(&table).await.is_ok()
@@ -250,10 +250,15 @@ impl Core {
             || st.lines.iter().any(|l| l.0 == table)
     }
 
-    /// Whether anything the catalog, a live pin or a pending operation
-    /// other than `except` mentions reads or uses `table`'s dataset.
-    pub(crate) fn dataset_referenced(&self, table: &str, except: u64) -> bool {
-        let pins = self.catalog.pinned();
+    /// Whether anything the catalog, a pending operation other than
+    /// `except` or (`with_pins`) a live pin mentions reads or uses
+    /// `table`'s dataset.
+    pub(crate) fn dataset_referenced(&self, table: &str, except: u64, with_pins: bool) -> bool {
+        let pins = if with_pins {
+            self.catalog.pinned()
+        } else {
+            Vec::new()
+        };
         let st = self.catalog.read();
         let collecting: BTreeSet<&(String, String)> = st
             .pending
@@ -290,11 +295,33 @@ impl Core {
         self.abandon(&ends).await;
     }
 
-    /// Run every [`Record::BeginCollect`] among `recs`.
+    /// Run every [`Record::BeginCollect`] among `recs`; then, if a pin was
+    /// dropped meanwhile, every pending collection it may have held back.
     pub(crate) async fn run_collects(&self, recs: &[Record]) -> Result<()> {
         for r in recs {
             if let Record::BeginCollect { op, lines, tables } = r {
                 self.collect(*op, lines, tables).await?;
+            }
+        }
+        if self.catalog.take_released() {
+            self.run_pending_collects().await?;
+        }
+        Ok(())
+    }
+
+    /// Run every collection the catalog has pending.
+    pub(crate) async fn run_pending_collects(&self) -> Result<()> {
+        let pending: Vec<Record> = self
+            .catalog
+            .read()
+            .pending
+            .values()
+            .filter(|r| matches!(r, Record::BeginCollect { .. }))
+            .cloned()
+            .collect();
+        for r in pending {
+            if let Record::BeginCollect { op, lines, tables } = r {
+                self.collect(op, &lines, &tables).await?;
             }
         }
         Ok(())
@@ -302,7 +329,9 @@ impl Core {
 
     /// Carry out collection `op`: remove the lines, then purge each dataset
     /// nothing reads (checked again under its dataset lock), then log
-    /// `EndCollect`. Idempotent, so recovery runs it again after a crash.
+    /// `EndCollect`. What a live pin (a snapshot) still reads is left, and
+    /// the collection stays pending until the pin is dropped. Idempotent,
+    /// so recovery runs it again after a crash.
     pub(crate) async fn collect(
         &self,
         op: u64,
@@ -310,18 +339,47 @@ impl Core {
         tables: &[String],
     ) -> Result<()> {
         self.fail.check("collect::after_begin")?;
-        crate::branched::recovery::drop_lines(self, lines).await?;
+        let pins = self.catalog.pinned();
+        let held = self.catalog.read().pinned_lines(&pins);
+        let free: Vec<(String, String)> = lines
+            .iter()
+            .filter(|l| !held.contains(*l))
+            .cloned()
+            .collect();
+        let mut deferred = free.len() < lines.len();
+        crate::branched::recovery::drop_lines(self, &free).await?;
         for t in tables {
             let lock = self.dataset_lock(t);
             let _g = lock.lock().await;
-            if !self.dataset_referenced(t, op) {
-                self.inner.invalidate_cache(t);
-                self.inner.purge_table(t).await?;
+            if self.dataset_referenced(t, op, false) {
+                continue;
             }
+            if self.dataset_referenced(t, op, true) {
+                deferred = true;
+                continue;
+            }
+            self.inner.invalidate_cache(t);
+            self.inner.purge_table(t).await?;
         }
         self.fail.check("collect::after_drop_before_end")?;
-        self.commit(Record::EndCollect { op }).await?;
+        if !deferred {
+            self.commit(Record::EndCollect { op }).await?;
+        }
         Ok(())
+    }
+
+    /// Whether `op` is a collection held back by a live pin.
+    pub(crate) fn collect_deferred(&self, op: u64) -> bool {
+        let pins = self.catalog.pinned();
+        let st = self.catalog.read();
+        match st.pending.get(&op) {
+            Some(Record::BeginCollect { lines, tables, .. }) => {
+                let held = st.pinned_lines(&pins);
+                lines.iter().any(|l| held.contains(l))
+                    || tables.iter().any(|t| pins.iter().any(|(p, _)| p == t))
+            }
+            _ => false,
+        }
     }
 
     /// Make sure `branch` (of id `id`) has its own line for `table`, whose

@@ -258,6 +258,9 @@ impl BranchedBackend {
     ///
     /// Run it on a quiescent store: an operation running in this process
     /// at the same time shows up as pending, and `repair` would undo it.
+    /// Before checking, it finishes the garbage collections that dropped
+    /// snapshots no longer hold back (a collection a live snapshot holds
+    /// back is not a problem).
     ///
     /// # Errors
     /// The store cannot be listed or a repair step fails.
@@ -281,12 +284,15 @@ impl BranchedBackend {
         };
         let mut report = FsckReport::default();
         let mut found: Vec<FsckProblem> = Vec::new();
-
+        // Collections that dropped snapshots no longer hold back go on
+        // first; one a live snapshot still holds back is no problem.
+        core.run_pending_collects().await?;
         let pending: Vec<(u64, Record)> = core
             .catalog
             .read()
             .pending
             .iter()
+            .filter(|(op, _)| !core.collect_deferred(**op))
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         for (op, rec) in &pending {
@@ -398,9 +404,14 @@ impl BranchedBackend {
         // Lance branches and datasets nothing can reach.
         let known = st.known_lines();
         let mut referenced = st.referenced_tables();
+        referenced.extend(core.catalog.pinned().into_iter().map(|(t, _)| t));
         for rec in st.pending.values() {
-            if let Record::BeginCreate { table, .. } | Record::BeginLine { table, .. } = rec {
-                referenced.insert(table.clone());
+            match rec {
+                Record::BeginCreate { table, .. } | Record::BeginLine { table, .. } => {
+                    referenced.insert(table.clone());
+                }
+                Record::BeginCollect { tables, .. } => referenced.extend(tables.iter().cloned()),
+                _ => {}
             }
         }
         for table in &datasets {

@@ -427,6 +427,46 @@ impl BranchedBackend {
         })
     }
 
+    /// A read-only view of what tag `tag` pins: every table at the version
+    /// it had when the tag was taken. Like a snapshot, it stays readable
+    /// (retention keeps its versions) for as long as it lives.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::TagNotFound`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(main: lancebranch::branched::BranchedBackend) -> anyhow::Result<()> {
+    /// use lancebranch::StorageBackend;
+    /// main.tag("v1").await?;
+    /// let v1 = main.at_tag("v1")?;
+    /// println!("{:?}", v1.table_names().await?);
+    /// # Ok(()) }
+    /// ```
+    pub fn at_tag(&self, tag: &str) -> Result<Self> {
+        validate_tag_name(tag)?;
+        let mut owner = (String::new(), u64::MAX);
+        let (refs, guard) = self.core.catalog.pin(|st| {
+            let t = st
+                .tags
+                .get(tag)
+                .ok_or_else(|| Error::TagNotFound(tag.to_string()))?;
+            let id = st.branches.get(&t.branch).map_or(u64::MAX, |b| b.id);
+            owner = (t.branch.clone(), id);
+            Ok(t.tables.clone().into_iter().collect())
+        })?;
+        Ok(Self {
+            core: self.core.clone(),
+            name: owner.0,
+            id: owner.1,
+            pinned: Some(Arc::new(Pinned {
+                tables: refs.into_iter().collect(),
+                _guard: guard,
+            })),
+            base_uri: self.base_uri.clone(),
+        })
+    }
+
     /// Arm a fail point of this store (see [`crate::failpoints`]): the next
     /// operation that reaches it stops there as if the process died.
     ///

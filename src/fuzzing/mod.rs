@@ -7,6 +7,12 @@
 //! [`CrashPlan`](crate::testing::CrashPlan), and checks every branch after
 //! each step against an in-memory model of rows, versions and merge bases.
 //! A disagreement panics (that is how a fuzzer sees it).
+//!
+//! [`lifecycle_ops`] drives the whole public surface (several tables,
+//! create / drop / re-create, replace, rollback, optimize, tags, snapshots,
+//! transactions, diff, merges in both directions, branch deletion,
+//! checkpoints, crashes), one operation at a time and in concurrent groups
+//! checked against every serial order.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +26,11 @@ use crate::branched::{BranchedBackend, MergeOptions, PRIMARY_KEY_METADATA};
 use crate::lance::LanceDbOptions;
 use crate::testing::{BranchOp, CrashableStore, Policy, is_crash};
 use crate::{ScanRequest, StorageBackend, WriteMode};
+
+mod lifecycle;
+mod model;
+
+pub use lifecycle::{LifecycleOp, MAX_STEPS, Step, decode_steps, lifecycle_ops, run_steps};
 
 /// The longest operation sequence one input runs.
 pub const MAX_OPS: usize = 24;
