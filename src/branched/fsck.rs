@@ -292,8 +292,11 @@ impl BranchedBackend {
             .read()
             .pending
             .iter()
-            .filter(|(op, _)| !core.collect_deferred(**op))
             .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let pending: Vec<(u64, Record)> = pending
+            .into_iter()
+            .filter(|(op, _)| !core.collect_deferred(*op))
             .collect();
         for (op, rec) in &pending {
             let p = FsckProblem::PendingOperation {

@@ -191,15 +191,62 @@ fn batch(rows: &[(i64, i64)]) -> Result<RecordBatch> {
     )?)
 }
 
-/// The harness: the store, the model, the live snapshots and what it
-/// knows of each table's versions (for rollback).
+/// The harness: the store, the model states that explain everything seen
+/// so far (a concurrent group can leave several: serial orders that differ
+/// only in what is not yet visible, like a merge base), the live snapshots
+/// and what it knows of each table's versions (for rollback).
 struct Harness {
     store: CrashableStore,
-    model: Model,
+    /// Never empty; all agree on what the store shows.
+    models: Vec<Model>,
     snapshots: Vec<(BranchedBackend, Tables)>,
     /// (branch, table) → the versions seen after its changes, with rows.
     history: BTreeMap<(String, String), Vec<(u64, Rows)>>,
     next_key: i64,
+}
+
+/// At most this many candidate states are kept.
+const MAX_MODELS: usize = 64;
+
+/// A model with its tokens renumbered in order of appearance, so two
+/// states that differ only in how their versions were numbered compare
+/// equal.
+fn canonical(m: &Model) -> String {
+    let mut ids: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut out = String::new();
+    let mut put = |t: &Tables, out: &mut String| {
+        for (name, tab) in t {
+            let n = ids.len();
+            let id = *ids.entry(tab.token).or_insert(n);
+            out.push_str(&format!("{name}#{id}{:?};", tab.rows));
+        }
+        out.push('|');
+    };
+    for (name, b) in &m.branches {
+        out.push_str(&format!("B{name}<{:?}>", b.parent));
+        put(&b.tables, &mut out);
+        put(&b.fork_point, &mut out);
+    }
+    for (name, (b, t)) in &m.tags {
+        out.push_str(&format!("T{name}<{b}>"));
+        put(t, &mut out);
+    }
+    for ((t, s), (bt, bs)) in &m.bases {
+        out.push_str(&format!("M{t}<{s}>"));
+        put(bt, &mut out);
+        put(bs, &mut out);
+    }
+    out
+}
+
+fn dedupe(models: Vec<Model>) -> Vec<Model> {
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<Model> = models
+        .into_iter()
+        .filter(|m| seen.insert(canonical(m)))
+        .collect();
+    out.truncate(MAX_MODELS);
+    out
 }
 
 fn nth<T: Clone>(items: &[T], i: u8) -> Option<T> {
@@ -207,8 +254,13 @@ fn nth<T: Clone>(items: &[T], i: u8) -> Option<T> {
 }
 
 impl Harness {
+    /// The first candidate state (all agree on what is visible).
+    fn model(&self) -> &Model {
+        &self.models[0]
+    }
+
     fn branch_names(&self) -> Vec<String> {
-        self.model.branches.keys().cloned().collect()
+        self.model().branches.keys().cloned().collect()
     }
 
     /// A branch by index: mostly an existing one, sometimes (index ≥ 250)
@@ -243,7 +295,7 @@ impl Harness {
     }
 
     fn rows_of(&self, b: &str, t: &str) -> Rows {
-        self.model
+        self.model()
             .branches
             .get(b)
             .and_then(|br| br.tables.get(t))
@@ -646,14 +698,21 @@ fn touched(a: &Action) -> Option<BTreeSet<String>> {
 }
 
 impl Harness {
-    async fn check(&self, only: Option<&BTreeSet<String>>) -> Result<()> {
-        let main = self.store.main();
+    /// Compare the store with the candidate states, keeping those that
+    /// match; then snapshots and fsck.
+    async fn check(&mut self, only: Option<&BTreeSet<String>>) -> Result<()> {
+        let main = self.store.main().clone();
         let mut only = only.cloned();
         if let Some(o) = &mut only {
-            o.retain(|b| self.model.branches.contains_key(b));
+            o.retain(|b| self.model().branches.contains_key(b));
         }
-        let seen = read_store(main, only.as_ref()).await?;
-        matches(&self.model, &seen, only.as_ref())?;
+        let seen = read_store(&main, only.as_ref()).await?;
+        let first = matches(self.model(), &seen, only.as_ref());
+        self.models
+            .retain(|m| matches(m, &seen, only.as_ref()).is_ok());
+        if self.models.is_empty() {
+            return first;
+        }
         for (i, (snap, tables)) in self.snapshots.iter().enumerate() {
             let got = read_all(snap).await?;
             if got != rows_only(tables) {
@@ -743,10 +802,22 @@ impl Harness {
         {
             return self.crashed(&a, e).await;
         }
-        let mut model = self.model.clone();
-        let want = model.apply(&a);
-        compare(&a, &got, &want)?;
-        self.model = model;
+        let mut first = None;
+        let mut next = Vec::new();
+        for m in &self.models {
+            let mut m = m.clone();
+            let want = m.apply(&a);
+            match compare(&a, &got, &want) {
+                Ok(()) => next.push(m),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if next.is_empty() {
+            return Err(first.unwrap_or_else(|| anyhow!("no model")));
+        }
+        self.models = dedupe(next);
         if got.is_ok() {
             self.after_success(&a, before).await?;
         }
@@ -758,7 +829,7 @@ impl Harness {
         match a {
             Action::Snapshot { branch } if self.snapshots.len() < MAX_SNAPSHOTS => {
                 let snap = main.branch(branch)?.snapshot()?;
-                let tables = self.model.branches[branch].tables.clone();
+                let tables = self.model().branches[branch].tables.clone();
                 self.snapshots.push((snap, tables));
             }
             Action::DropSnapshot { i } if !self.snapshots.is_empty() => {
@@ -770,10 +841,15 @@ impl Harness {
                 if after != before {
                     // Compaction published a new version: a new identity.
                     let rows = self.rows_of(branch, table);
-                    let token = self.model.token();
-                    if let Some(b) = self.model.branches.get_mut(branch) {
-                        b.tables
-                            .insert(table.clone(), super::model::Tab { rows, token });
+                    for m in &mut self.models {
+                        let token = m.token();
+                        if let Some(b) = m.branches.get_mut(branch) {
+                            let tab = super::model::Tab {
+                                rows: rows.clone(),
+                                token,
+                            };
+                            b.tables.insert(table.clone(), tab);
+                        }
                     }
                 }
             }
@@ -790,9 +866,11 @@ impl Harness {
             _ => String::new(),
         };
         if point.starts_with("delete::") || point.starts_with("collect::") {
-            let want = self.model.apply(a);
-            if want.is_err() {
-                bail!("{a:?} cut at {point} although the model refuses it: {want:?}");
+            for m in &mut self.models {
+                let want = m.apply(a);
+                if want.is_err() {
+                    bail!("{a:?} cut at {point} although the model refuses it: {want:?}");
+                }
             }
         }
         self.restart().await
@@ -824,29 +902,32 @@ impl Harness {
             trace(&format!("group {a:?} -> {}", show(g)));
         }
         let seen = read_store(&main, None).await?;
+        drop(main);
         let mut tried = Vec::new();
-        for order in permutations(actions.len()) {
-            let mut model = self.model.clone();
-            let mut why = None;
-            for &i in &order {
-                let want = model.apply(&actions[i]);
-                if let Err(e) = compare(&actions[i], &got[i], &want) {
-                    why = Some(e);
-                    break;
+        let mut next = Vec::new();
+        for start in &self.models {
+            for order in permutations(actions.len()) {
+                let mut model = start.clone();
+                let mut why = None;
+                for &i in &order {
+                    let want = model.apply(&actions[i]);
+                    if let Err(e) = compare(&actions[i], &got[i], &want) {
+                        why = Some(e);
+                        break;
+                    }
+                }
+                let why = why.or_else(|| matches(&model, &seen, None).err());
+                match why {
+                    None => next.push(model),
+                    Some(e) if tried.len() < 24 => tried.push(format!("order {order:?}: {e:#}")),
+                    Some(_) => {}
                 }
             }
-            let why = match why {
-                Some(e) => e,
-                None => match matches(&model, &seen, None) {
-                    Ok(()) => {
-                        self.model = model;
-                        self.history.clear();
-                        return self.check(None).await;
-                    }
-                    Err(e) => e,
-                },
-            };
-            tried.push(format!("order {order:?}: {why:#}"));
+        }
+        if !next.is_empty() {
+            self.models = dedupe(next);
+            self.history.clear();
+            return self.check(None).await;
         }
         let results: Vec<String> = got
             .iter()
@@ -942,7 +1023,7 @@ pub async fn run_steps(steps: &[Step]) -> Result<()> {
     store.main().create_table("t0", vec![batch(&rows)?]).await?;
     let mut h = Harness {
         store,
-        model: Model::new(init),
+        models: vec![Model::new(init)],
         snapshots: Vec::new(),
         history: BTreeMap::new(),
         next_key: 10,

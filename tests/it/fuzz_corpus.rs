@@ -92,13 +92,23 @@ fn lifecycle_ops_random_smoke() {
                 x as u8
             })
             .collect();
-        let run = std::panic::catch_unwind(|| lancebranch::fuzzing::lifecycle_ops(&data));
-        if let Err(panic) = run {
+        // Each sequence in a thread of its own, bounded in time: a hang is
+        // a failure too.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let input = data.clone();
+        std::thread::spawn(move || {
+            let run = std::panic::catch_unwind(|| lancebranch::fuzzing::lifecycle_ops(&input));
+            let _ = tx.send(run.is_ok());
+        });
+        let ok = rx.recv_timeout(std::time::Duration::from_secs(120));
+        if ok != Ok(true) {
             // Keep the input: a reproducer for fuzz/regressions/lifecycle_ops.
             let path = std::env::temp_dir().join(format!("lifecycle-fail-{i}.bin"));
             std::fs::write(&path, &data).unwrap();
-            eprintln!("input {i} failed; saved to {}", path.display());
-            std::panic::resume_unwind(panic);
+            panic!(
+                "input {i} failed or hung ({ok:?}); saved to {}",
+                path.display()
+            );
         }
     }
     let secs = started.elapsed().as_secs_f64();
