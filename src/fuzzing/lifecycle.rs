@@ -11,15 +11,14 @@
 //! [`CrashPlan`] or a restart) is recovered and checked the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
-use arbitrary::{Arbitrary, Unstructured};
-use arrow_array::{Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use arbitrary::Arbitrary;
+use arrow_array::Int64Array;
 
 use super::model::{Action, DiffSummary, Model, Out, Res, Rows, Tables};
-use crate::branched::{BranchedBackend, MergeOptions, PRIMARY_KEY_METADATA, TableChange};
+use super::{batch, schema};
+use crate::branched::{BranchedBackend, MergeOptions, TableChange};
 use crate::lance::LanceDbOptions;
 use crate::testing::{CrashPlan, CrashableStore, Policy, is_crash};
 use crate::{Error, ScanRequest, StorageBackend, WriteMode};
@@ -159,36 +158,7 @@ pub fn lifecycle_ops(data: &[u8]) {
 
 /// The steps `data` encodes (at most [`MAX_STEPS`]).
 pub fn decode_steps(data: &[u8]) -> Vec<Step> {
-    let mut u = Unstructured::new(data);
-    let mut steps = Vec::new();
-    while steps.len() < MAX_STEPS && !u.is_empty() {
-        match Step::arbitrary(&mut u) {
-            Ok(s) => steps.push(s),
-            Err(_) => break,
-        }
-    }
-    steps
-}
-
-fn schema() -> Arc<Schema> {
-    let md = [(PRIMARY_KEY_METADATA.to_string(), "id".to_string())];
-    Arc::new(
-        Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("v", DataType::Int64, true),
-        ])
-        .with_metadata(md.into_iter().collect()),
-    )
-}
-
-fn batch(rows: &[(i64, i64)]) -> Result<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-        ],
-    )?)
+    super::decode_all(data, MAX_STEPS)
 }
 
 /// The harness: the store, the model states that explain everything seen

@@ -61,15 +61,21 @@ pub fn branch_ops(data: &[u8]) {
 
 /// The operations `data` encodes (at most [`MAX_OPS`]).
 pub fn decode(data: &[u8]) -> Vec<BranchOp> {
+    decode_all(data, MAX_OPS)
+}
+
+/// Decode items of `T` from `data` until it runs out (or one does not
+/// decode), at most `max`.
+fn decode_all<T: for<'a> Arbitrary<'a>>(data: &[u8], max: usize) -> Vec<T> {
     let mut u = Unstructured::new(data);
-    let mut ops = Vec::new();
-    while ops.len() < MAX_OPS && !u.is_empty() {
-        match BranchOp::arbitrary(&mut u) {
-            Ok(op) => ops.push(op),
+    let mut out = Vec::new();
+    while out.len() < max && !u.is_empty() {
+        match T::arbitrary(&mut u) {
+            Ok(x) => out.push(x),
             Err(_) => break,
         }
     }
-    ops
+    out
 }
 
 type Rows = BTreeMap<i64, i64>;
