@@ -743,17 +743,21 @@ impl Catalog {
         pins.values().flatten().cloned().collect()
     }
 
-    /// [`commit_batch`](Self::commit_batch) of the records `check`
-    /// returns, plus, when they make lines or datasets of the candidate
+    /// [`commit_batch`](Self::commit_batch) of the records `check` returns
+    /// (given the state and the live pins), plus, when they make lines or datasets of the candidate
     /// tables `check` names unreachable, a [`Record::BeginCollect`]
     /// (operation `op`) in the same log write. Returns the records logged.
     pub(crate) fn commit_collecting(
         &self,
-        check: impl FnOnce(&CatalogState) -> Result<(Vec<Record>, BTreeSet<String>)>,
+        check: impl FnOnce(
+            &CatalogState,
+            &[(String, TableRef)],
+        ) -> Result<(Vec<Record>, BTreeSet<String>)>,
         op: u64,
     ) -> Result<Vec<Record>> {
         self.commit_batch(|st| {
-            let (mut recs, candidates) = check(st)?;
+            // Read under the commit lock, where pins are registered.
+            let (mut recs, candidates) = check(st, &self.pinned())?;
             if recs.is_empty() || candidates.is_empty() {
                 return Ok(recs);
             }

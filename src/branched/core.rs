@@ -94,6 +94,21 @@ impl Core {
         tokio::task::spawn_blocking(move || cat.commit_if(check)).await?
     }
 
+    /// [`Catalog::commit_collecting`] from async code (the log sync blocks).
+    pub(crate) async fn commit_collecting(
+        &self,
+        check: impl FnOnce(
+            &CatalogState,
+            &[(String, TableRef)],
+        ) -> Result<(Vec<Record>, BTreeSet<String>)>
+        + Send
+        + 'static,
+        op: u64,
+    ) -> Result<Vec<Record>> {
+        let cat = self.catalog.clone();
+        tokio::task::spawn_blocking(move || cat.commit_collecting(check, op)).await?
+    }
+
     /// Take the op locks of every `(branch, table)` in `keys`, in one
     /// global order (so two callers never wait on each other in a cycle).
     pub(crate) async fn lock_all(
@@ -169,32 +184,26 @@ impl Core {
                 .collect()
         };
         let name = branch.to_string();
-        let cat = self.catalog.clone();
         let collect_op = if candidates.is_empty() {
             0
         } else {
             self.catalog.fresh_id()
         };
         let ends2 = ends.clone();
-        let logged = tokio::task::spawn_blocking(move || {
-            cat.commit_collecting(
-                |st| {
-                    match st.branches.get(&name) {
-                        Some(b) if b.id == id => {}
-                        _ => return Err(Error::BranchNotFound(name).into()),
-                    }
-                    let mut recs = ends2;
-                    recs.push(Record::Publish {
-                        branch: name,
-                        tables,
-                    });
-                    recs.extend(extra(st)?);
-                    Ok((recs, candidates))
-                },
-                collect_op,
-            )
-        })
-        .await?;
+        let check = move |st: &CatalogState, _: &[(String, TableRef)]| {
+            match st.branches.get(&name) {
+                Some(b) if b.id == id => {}
+                _ => return Err(Error::BranchNotFound(name).into()),
+            }
+            let mut recs = ends2;
+            recs.push(Record::Publish {
+                branch: name,
+                tables,
+            });
+            recs.extend(extra(st)?);
+            Ok((recs, candidates))
+        };
+        let logged = self.commit_collecting(check, collect_op).await;
         match logged {
             Ok(recs) => Ok(recs),
             Err(e) => {

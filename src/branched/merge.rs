@@ -484,12 +484,11 @@ impl BranchedBackend {
     ) -> Result<()> {
         let end = self.merge_end(source, &[], scur, None);
         let candidates = self.old_base_tables(st, source);
-        let cat = self.core.catalog.clone();
         let op = self.core.catalog.fresh_id();
-        let logged = tokio::task::spawn_blocking(move || {
-            cat.commit_collecting(|st| Ok((end(st)?, candidates)), op)
-        })
-        .await??;
+        let logged = self
+            .core
+            .commit_collecting(move |st, _| Ok((end(st)?, candidates)), op)
+            .await?;
         self.core.run_collects(&logged).await
     }
 

@@ -322,12 +322,9 @@ impl BranchedBackend {
         let _gate = self.core.gate.write().await;
         let op = self.core.catalog.fresh_id();
         let collect_op = self.core.catalog.fresh_id();
-        let (target, cat) = (name.to_string(), self.core.catalog.clone());
-        let logged = tokio::task::spawn_blocking(move || {
-            let pins = cat.pinned();
-            cat.commit_collecting(|st| deletion(st, &target, cascade, op, &pins), collect_op)
-        })
-        .await??;
+        let target = name.to_string();
+        let check = move |st: &_, pins: &[_]| deletion(st, &target, cascade, op, pins);
+        let logged = self.core.commit_collecting(check, collect_op).await?;
         self.core.fail.check("delete::after_begin")?;
         if let Some(Record::BeginDelete { lines, .. }) = logged.first() {
             crate::branched::recovery::drop_lines(&self.core, lines).await?;
@@ -385,21 +382,15 @@ impl BranchedBackend {
     pub async fn delete_tag(&self, name: &str) -> Result<()> {
         validate_tag_name(name)?;
         let tag = name.to_string();
-        let cat = self.core.catalog.clone();
         let op = self.core.catalog.fresh_id();
-        let logged = tokio::task::spawn_blocking(move || {
-            cat.commit_collecting(
-                |st| {
-                    let Some(t) = st.tags.get(&tag) else {
-                        return Err(Error::TagNotFound(tag).into());
-                    };
-                    let candidates = t.tables.keys().cloned().collect();
-                    Ok((vec![Record::DeleteTag { name: tag }], candidates))
-                },
-                op,
-            )
-        })
-        .await??;
+        let check = move |st: &crate::branched::CatalogState, _: &[_]| {
+            let Some(t) = st.tags.get(&tag) else {
+                return Err(Error::TagNotFound(tag).into());
+            };
+            let candidates = t.tables.keys().cloned().collect();
+            Ok((vec![Record::DeleteTag { name: tag }], candidates))
+        };
+        let logged = self.core.commit_collecting(check, op).await?;
         self.core.run_collects(&logged).await
     }
 
@@ -414,16 +405,36 @@ impl BranchedBackend {
             return Ok(self.clone());
         }
         let (name, id) = (self.name.clone(), self.id);
-        let (refs, guard) = self.core.catalog.pin(|st| match st.branches.get(&name) {
-            Some(b) if b.id == id => Ok(b.tables.clone().into_iter().collect()),
+        self.pinned_view(|st| match st.branches.get(&name) {
+            Some(b) if b.id == id => Ok((name.clone(), id, b.tables.clone())),
             _ => Err(Error::BranchNotFound(name.clone()).into()),
+        })
+    }
+
+    /// A read-only view of the tables `pick` chooses from the catalog state
+    /// (with the branch name and id the view answers to), pinned for as
+    /// long as the view or a clone of it lives.
+    fn pinned_view(
+        &self,
+        pick: impl FnOnce(
+            &crate::branched::CatalogState,
+        ) -> Result<(String, u64, BTreeMap<String, TableRef>)>,
+    ) -> Result<Self> {
+        let mut owner = (String::new(), u64::MAX);
+        let (refs, guard) = self.core.catalog.pin(|st| {
+            let (name, id, tables) = pick(st)?;
+            owner = (name, id);
+            Ok(tables.into_iter().collect())
         })?;
         Ok(Self {
+            core: self.core.clone(),
+            name: owner.0,
+            id: owner.1,
             pinned: Some(Arc::new(Pinned {
                 tables: refs.into_iter().collect(),
                 _guard: guard,
             })),
-            ..self.clone()
+            base_uri: self.base_uri.clone(),
         })
     }
 
@@ -445,25 +456,13 @@ impl BranchedBackend {
     /// ```
     pub fn at_tag(&self, tag: &str) -> Result<Self> {
         validate_tag_name(tag)?;
-        let mut owner = (String::new(), u64::MAX);
-        let (refs, guard) = self.core.catalog.pin(|st| {
+        self.pinned_view(|st| {
             let t = st
                 .tags
                 .get(tag)
                 .ok_or_else(|| Error::TagNotFound(tag.to_string()))?;
             let id = st.branches.get(&t.branch).map_or(u64::MAX, |b| b.id);
-            owner = (t.branch.clone(), id);
-            Ok(t.tables.clone().into_iter().collect())
-        })?;
-        Ok(Self {
-            core: self.core.clone(),
-            name: owner.0,
-            id: owner.1,
-            pinned: Some(Arc::new(Pinned {
-                tables: refs.into_iter().collect(),
-                _guard: guard,
-            })),
-            base_uri: self.base_uri.clone(),
+            Ok((t.branch.clone(), id, t.tables.clone()))
         })
     }
 
