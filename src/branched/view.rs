@@ -685,7 +685,16 @@ impl BranchedBackend {
         self.core
             .fail
             .check("create::after_dataset_before_publish")?;
-        self.core.publish(&self.name, self.id, table, Some(r)).await
+        let tables = vec![(table.to_string(), Some(r))];
+        let no_garbage = std::collections::BTreeSet::new();
+        let logged = self
+            .core
+            .publish_with(&self.name, self.id, tables, |_| Ok(vec![]), no_garbage)
+            .await?;
+        // A collection (one a dropped snapshot let go) takes dataset locks:
+        // run it only once this one is released.
+        drop(_d);
+        self.core.run_collects(&logged).await
     }
 
     /// A new table on main: an ordinary create of the inner store, logged

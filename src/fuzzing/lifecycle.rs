@@ -745,6 +745,7 @@ impl Harness {
 
     /// Run one action alone: its result must be the model's.
     async fn one(&mut self, a: Action) -> Result<()> {
+        trace(&format!("start one {a:?}"));
         let main = self.store.main().clone();
         let before = match &a {
             Action::Optimize { branch, table } => match main.branch(branch) {
@@ -858,6 +859,7 @@ impl Harness {
 
     /// Run a group at once; accept it if some serial order explains it.
     async fn group(&mut self, actions: Vec<Action>) -> Result<()> {
+        trace(&format!("start group {actions:?}"));
         let main = self.store.main().clone();
         main.disarm_failpoints();
         let tasks: Vec<_> = actions

@@ -543,3 +543,27 @@ async fn merge_recovery_restores_before_it_aborts() {
     clean(&main).await;
     assert_eq!(pairs(&main, "k").await, vec![(1, 10), (3, 30)]);
 }
+
+/// Found by `lifecycle_ops` (seeds 1001 and 30001): re-creating a table
+/// whose collection a dropped snapshot had held back ran that collection
+/// while the create still held the table's dataset lock, and hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreating_after_a_dropped_snapshot_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let inner = Arc::new(LanceDbBackend::open(&path).await.unwrap());
+    let main = BranchedBackend::open(inner.clone()).await.unwrap();
+    main.create_table("k", vec![kv(&[(1, 10)])]).await.unwrap();
+    let snap = main.snapshot().unwrap();
+    main.drop_table("k").await.unwrap();
+    // The snapshot still reads the dataset: its collection waits.
+    assert_eq!(pairs(&snap, "k").await, vec![(1, 10)]);
+    drop(snap);
+    let recreate = main.replace_table_atomic("k", vec![kv(&[(2, 20)])], keyed());
+    tokio::time::timeout(Duration::from_secs(60), recreate)
+        .await
+        .expect("re-creating the table hung")
+        .unwrap();
+    assert_eq!(pairs(&main, "k").await, vec![(2, 20)]);
+    clean(&main).await;
+}
