@@ -623,9 +623,11 @@ async fn kill_recovery_loop() {
             next
         } else {
             panic!(
-                "kill {kills}: store {seen:?}\nacknowledged {:?}\nin flight {:?}",
+                "kill {kills}: store {seen:?}\nacknowledged {:?}\nin flight {:?}\n\
+                 after it {:?}",
                 acked_model.state(),
-                plan.get(done)
+                plan.get(done),
+                after.get(done).map(Model::state)
             );
         };
         if let Err(e) = lancebranch::testing::recover_and_check(&main).await {
