@@ -526,16 +526,16 @@ impl CatalogState {
         depth
     }
 
-    /// What nothing can read any more, among the lines and datasets of
-    /// `candidates` (every table when `None`): lines deepest first, and
-    /// datasets no ref, pin, remaining line or pending operation mentions.
+    /// What nothing in the catalog reads any more, among the lines and
+    /// datasets of `candidates`: lines deepest first, and datasets no ref,
+    /// remaining line or pending operation mentions. Live pins are not
+    /// asked: the collection's executor leaves what they read.
     pub(crate) fn garbage(
         &self,
-        pins: &[(String, TableRef)],
-        candidates: Option<&BTreeSet<String>>,
+        candidates: &BTreeSet<String>,
     ) -> (Vec<(String, String)>, Vec<String>) {
-        let wanted = |t: &String| candidates.is_none_or(|c| c.contains(t));
-        let needed = self.needed_lines(pins);
+        let wanted = |t: &String| candidates.contains(t);
+        let needed = self.needed_lines(&[]);
         let busy = self.pending_tables();
         // Lines a pending branch deletion removes itself.
         let deleting: BTreeSet<&(String, String)> = self
@@ -560,12 +560,13 @@ impl CatalogState {
             .collect();
         lines.sort_by_key(|(t, l)| std::cmp::Reverse(self.line_depth(t, l)));
         let mut kept: BTreeSet<String> = self.refs().map(|(t, _)| t.clone()).collect();
-        kept.extend(pins.iter().map(|(t, _)| t.clone()));
         kept.extend(needed.iter().map(|(t, _)| t.clone()));
         kept.extend(busy);
         let tables = candidates
-            .map(|c| c.iter().filter(|t| !kept.contains(*t)).cloned().collect())
-            .unwrap_or_default();
+            .iter()
+            .filter(|t| !kept.contains(*t))
+            .cloned()
+            .collect();
         (lines, tables)
     }
 
@@ -767,7 +768,7 @@ impl Catalog {
             }
             // Live pins do not keep things out of the collection: its
             // executor leaves what a pin reads until the pin is dropped.
-            let (lines, tables) = after.garbage(&[], Some(&candidates));
+            let (lines, tables) = after.garbage(&candidates);
             if !lines.is_empty() || !tables.is_empty() {
                 recs.push(Record::BeginCollect { op, lines, tables });
             }
