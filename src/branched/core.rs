@@ -337,7 +337,8 @@ impl Core {
     }
 
     /// Carry out collection `op`: remove the lines, then purge each dataset
-    /// nothing reads (checked again under its dataset lock), then log
+    /// it names or its lines lived on that nothing reads any more (checked
+    /// under its dataset lock), then log
     /// `EndCollect`. What a live pin (a snapshot) still reads is left, and
     /// the collection stays pending until the pin is dropped. Idempotent,
     /// so recovery runs it again after a crash.
@@ -357,7 +358,12 @@ impl Core {
             .collect();
         let mut deferred = free.len() < lines.len();
         crate::branched::recovery::drop_lines(self, &free).await?;
-        for t in tables {
+        // The datasets it names and those its lines lived on: a dataset can
+        // lose its last reader to the lines a collection removes, also when
+        // another change dropped the table while this collection waited.
+        let mut datasets: BTreeSet<&String> = tables.iter().collect();
+        datasets.extend(lines.iter().map(|(t, _)| t));
+        for t in datasets {
             let lock = self.dataset_lock(t);
             let _g = lock.lock().await;
             if self.dataset_referenced(t, op, false) {

@@ -567,3 +567,40 @@ async fn recreating_after_a_dropped_snapshot_does_not_hang() {
     assert_eq!(pairs(&main, "k").await, vec![(2, 20)]);
     clean(&main).await;
 }
+
+/// Found by `lifecycle_ops` (seed 2000004): a branch deleted while a
+/// snapshot read one of its lines left that line's collection waiting;
+/// the table was then dropped on main, whose collection skipped the
+/// dataset as busy, and nothing ever purged it (fsck: orphan dataset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_held_back_by_a_snapshot_purges_the_dataset_it_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let inner = Arc::new(LanceDbBackend::open(&path).await.unwrap());
+    let main = BranchedBackend::open(inner.clone()).await.unwrap();
+    main.create_table("k", vec![kv(&[(1, 10)])]).await.unwrap();
+    let b = main.fork("b").await.unwrap();
+    b.write("k", vec![kv(&[(2, 20)])], WriteMode::Append)
+        .await
+        .unwrap();
+    let snap = b.snapshot().unwrap();
+    main.delete_branch("b", false).await.unwrap();
+    main.drop_table("k").await.unwrap();
+    assert_eq!(pairs(&snap, "k").await, vec![(1, 10), (2, 20)]);
+    drop((snap, b));
+    clean(&main).await;
+    assert_eq!(inner.table_names().await.unwrap(), Vec::<String>::new());
+    // And when the process dies with the snapshot alive.
+    main.create_table("k", vec![kv(&[(1, 10)])]).await.unwrap();
+    let b = main.fork("b").await.unwrap();
+    b.write("k", vec![kv(&[(2, 20)])], WriteMode::Append)
+        .await
+        .unwrap();
+    let snap = b.snapshot().unwrap();
+    main.delete_branch("b", false).await.unwrap();
+    main.drop_table("k").await.unwrap();
+    drop((snap, b, main));
+    let main = BranchedBackend::open(inner.clone()).await.unwrap();
+    clean(&main).await;
+    assert_eq!(inner.table_names().await.unwrap(), Vec::<String>::new());
+}
