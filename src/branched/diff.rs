@@ -120,7 +120,7 @@ fn rowids(b: &RecordBatch) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-fn index_rows(
+pub(crate) fn index_rows(
     codec: &KeyCodec,
     batches: &[RecordBatch],
     into: &mut BTreeMap<Vec<u8>, RecordBatch>,

@@ -35,7 +35,7 @@ use crate::backend::{Error, FilterExpr, Literal, WriteMode};
 use crate::branched::catalog::{CatalogState, Record, TableRef, line_owner};
 use crate::branched::diff::{
     KeyCodec, RowChange, SideChanges, TableChange, TableDiff, changed_columns, column_differs,
-    primary_key, same_row, schema_of, side_changes, to_table_diff,
+    index_rows, primary_key, same_row, schema_of, side_changes, to_table_diff,
 };
 use crate::branched::report::render;
 pub use crate::branched::report::{
@@ -611,10 +611,60 @@ impl BranchedBackend {
                 .fields()
                 .iter()
                 .all(|f| sschema.field_with_name(f.name()).is_ok());
+        // Siblings with different fork points: a key the source changed and
+        // this side did not holds this side's base row, not the source's.
+        let target_rows = if tb == sb {
+            None
+        } else {
+            Some(
+                self.rows_by_key(t, tc, &key, &codec, &theirs, &ours)
+                    .await?,
+            )
+        };
         resolve(
-            t, &key, policy, same_base, &theirs, &ours, &mut plan, conflicts,
+            t,
+            &key,
+            policy,
+            (same_base, target_rows.as_ref()),
+            &theirs,
+            &ours,
+            &mut plan,
+            conflicts,
         );
         Ok(plan)
+    }
+
+    /// The target's current rows (at `tc`) of the keys the source changed
+    /// and the target did not, by encoded key.
+    async fn rows_by_key(
+        &self,
+        t: &str,
+        tc: &TableRef,
+        key: &[String],
+        codec: &KeyCodec,
+        theirs: &SideChanges,
+        ours: &SideChanges,
+    ) -> Result<BTreeMap<Vec<u8>, RecordBatch>> {
+        let wanted: Vec<RecordBatch> = theirs
+            .rows
+            .iter()
+            .filter(|(k, _)| !ours.rows.contains_key(*k))
+            .filter_map(|(_, rc)| rc.cur.as_ref().or(rc.base.as_ref()).cloned())
+            .collect();
+        let mut out = BTreeMap::new();
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        let req = crate::backend::ScanRequest {
+            table: t.to_string(),
+            branch: tc.line.clone(),
+            version: Some(tc.version),
+            filter: key_filter(key, &wanted)?.to_sql(),
+            ..Default::default()
+        };
+        let rows = self.core.inner.scan(req).await?;
+        index_rows(codec, &rows, &mut out)?;
+        Ok(out)
     }
 
     /// Apply planned changes on this branch's own lines and publish them,
@@ -838,7 +888,7 @@ fn resolve(
     t: &str,
     key: &[String],
     policy: ConflictPolicy,
-    same_base: bool,
+    (same_base, target_rows): (bool, Option<&BTreeMap<Vec<u8>, RecordBatch>>),
     theirs: &SideChanges,
     ours: &SideChanges,
     plan: &mut TablePlan,
@@ -893,8 +943,13 @@ fn resolve(
     };
     for (k, th) in &theirs.rows {
         let Some(ou) = ours.rows.get(k) else {
-            // Only the source changed this row: take its change. The row on
-            // the target is still the source's base row.
+            // Only the source changed this row: take its change. With
+            // different bases the target row was read by key.
+            if let Some(rows) = target_rows {
+                take(plan, th, rows.get(k), None);
+                continue;
+            }
+            // Otherwise the row on the target is still the source's base row.
             match (&th.base, &th.cur) {
                 (Some(_), Some(c)) if same_base => {
                     plan.stats.updated += 1;

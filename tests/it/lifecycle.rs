@@ -604,3 +604,25 @@ async fn a_collection_held_back_by_a_snapshot_purges_the_dataset_it_freed() {
     clean(&main).await;
     assert_eq!(inner.table_names().await.unwrap(), Vec::<String>::new());
 }
+
+/// Found by `lifecycle_ops` (seed 10000008): merging between siblings whose
+/// fork points differ appended a row the target already had (its base had
+/// it, the source's base did not): one key twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sibling_merge_does_not_duplicate_a_row_only_the_target_base_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let main = BranchedBackend::open(Arc::new(LanceDbBackend::open(&path).await.unwrap()))
+        .await
+        .unwrap();
+    main.create_table("k", vec![kv(&[(1, 10)])]).await.unwrap();
+    let x = main.fork("x").await.unwrap();
+    main.create_table("n", vec![kv(&[(13, 13)])]).await.unwrap();
+    let y = main.fork("y").await.unwrap(); // its fork point has n
+    let r = x.merge(&main, fail()).await.unwrap(); // x gets n from main
+    assert_ne!(r.outcome, MergeOutcome::Conflicted);
+    let r = y.merge(&x, fail()).await.unwrap();
+    assert_ne!(r.outcome, MergeOutcome::Conflicted);
+    assert_eq!(pairs(&y, "n").await, vec![(13, 13)]);
+    clean(&main).await;
+}
