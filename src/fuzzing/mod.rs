@@ -30,7 +30,9 @@ use crate::{ScanRequest, StorageBackend, WriteMode};
 mod lifecycle;
 mod model;
 
-pub use lifecycle::{LifecycleOp, MAX_STEPS, Step, decode_steps, lifecycle_ops, run_steps};
+pub use lifecycle::{
+    LifecycleOp, MAX_STEPS, Step, concurrency, decode_steps, lifecycle_ops, run_steps,
+};
 
 /// The longest operation sequence one input runs.
 pub const MAX_OPS: usize = 24;

@@ -180,6 +180,16 @@ impl Model {
         self.branch(b)?.tables.get(t).ok_or("TableNotFound")
     }
 
+    /// Give a table of a branch a new version with the same rows (what a
+    /// compaction that rewrote files publishes); nothing if it is absent.
+    pub fn bump(&mut self, b: &str, t: &str) {
+        let rows = match self.branches.get(b).and_then(|br| br.tables.get(t)) {
+            Some(tab) => tab.rows.clone(),
+            None => return,
+        };
+        self.set(b, t, rows);
+    }
+
     /// Replace a table's rows on a branch with a new version.
     fn set(&mut self, b: &str, t: &str, rows: Rows) {
         let token = self.token();

@@ -83,6 +83,9 @@ fn lifecycle_ops_random_smoke() {
         .unwrap_or(0x2545_f491_4f6c_dd1d_u64)
         | 1;
     let started = std::time::Instant::now();
+    // What the sequences ran: steps, concurrent groups (2-4 operations at
+    // once), armed crashes and restarts.
+    let (mut steps, mut groups, mut crashes, mut reopens) = (0, 0, 0, 0);
     for i in 0..n {
         let data: Vec<u8> = (0..256)
             .map(|_| {
@@ -92,6 +95,13 @@ fn lifecycle_ops_random_smoke() {
                 x as u8
             })
             .collect();
+        for step in lancebranch::fuzzing::decode_steps(&data) {
+            use lancebranch::fuzzing::{LifecycleOp, Step, concurrency};
+            steps += 1;
+            groups += usize::from(concurrency(&step) >= 2);
+            crashes += usize::from(matches!(step, Step::One(LifecycleOp::Arm(_))));
+            reopens += usize::from(matches!(step, Step::One(LifecycleOp::Reopen)));
+        }
         // Each sequence in a thread of its own, bounded in time: a hang is
         // a failure too.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -110,10 +120,15 @@ fn lifecycle_ops_random_smoke() {
                 path.display()
             );
         }
+        if (i + 1) % 250 == 0 {
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!("lifecycle_ops: {} clean so far, {secs:.0} s", i + 1);
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "lifecycle_ops: {n} sequences clean in {secs:.1} s ({:.2}/s)",
+        "lifecycle_ops: {n} sequences clean in {secs:.1} s ({:.2}/s): {steps} steps, \
+         {groups} concurrent groups, {crashes} armed crashes, {reopens} restarts",
         n as f64 / secs
     );
 }
