@@ -29,6 +29,9 @@ const TABLES: [&str; 3] = ["t0", "t1", "t2"];
 const BRANCHES: [&str; 6] = ["x0", "x1", "x2", "x3", "x4", "x5"];
 const TAGS: [&str; 3] = ["g0", "g1", "g2"];
 const MAX_SNAPSHOTS: usize = 3;
+/// A small key range fresh rows reuse, so that two branches insert the
+/// same key (divergent inserts).
+const SHARED_KEYS: std::ops::Range<i64> = 1000..1008;
 
 /// One operation of the public surface, its arguments picked by index
 /// among what exists when it runs.
@@ -250,7 +253,9 @@ impl Harness {
             // branches is what makes divergent inserts), never twice in one
             // table or one group.
             let k = if n % 2 == 1 && j == 0 {
-                (1000..1008).find(|k| !avoid.contains_key(k) && !shared.contains(k))
+                SHARED_KEYS
+                    .clone()
+                    .find(|k| !avoid.contains_key(k) && !shared.contains(k))
             } else {
                 None
             };
@@ -269,7 +274,7 @@ impl Harness {
     fn shared_keys_held(&self) -> BTreeSet<i64> {
         let tables = self.models.iter().flat_map(|m| m.branches.values());
         let rows = tables.flat_map(|b| b.tables.values());
-        rows.flat_map(|t| t.rows.range(1000..1008).map(|(k, _)| *k))
+        rows.flat_map(|t| t.rows.range(SHARED_KEYS).map(|(k, _)| *k))
             .collect()
     }
 
@@ -995,11 +1000,20 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 pub fn concurrency(step: &Step) -> usize {
     match step {
         Step::One(_) => 1,
+        Step::Group(..) => grouped(step).len(),
+    }
+}
+
+/// The operations of a group step that run concurrently (the groupable
+/// ones, in order); empty for a step alone.
+fn grouped(step: &Step) -> Vec<LifecycleOp> {
+    match step {
+        Step::One(_) => Vec::new(),
         Step::Group(a, b, c, d) => [Some(*a), Some(*b), *c, *d]
             .into_iter()
             .flatten()
             .filter(groupable)
-            .count(),
+            .collect(),
     }
 }
 
@@ -1073,12 +1087,8 @@ async fn run_step(h: &mut Harness, step: &Step) -> Result<()> {
             let a = h.resolve(op, &mut BTreeSet::new());
             h.one(a).await
         }
-        Step::Group(a, b, c, d) => {
-            let ops: Vec<LifecycleOp> = [Some(*a), Some(*b), *c, *d]
-                .into_iter()
-                .flatten()
-                .filter(groupable)
-                .collect();
+        Step::Group(..) => {
+            let ops = grouped(step);
             // A concurrent merge can bring a key of the shared range into
             // the table another operation of the group appends to: an
             // append of an existing key is legal and leaves it twice, which
