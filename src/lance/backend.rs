@@ -83,6 +83,11 @@ pub struct LanceDbBackend {
     /// (table, branch, version).
     pinned: RwLock<HashMap<PinnedKey, Table>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per dataset: the set of its Lance branches. Creating or dropping a
+    /// branch holds it shared; a cleanup of old versions, which reads the
+    /// manifests of every branch, holds it exclusively (a branch dropped
+    /// under it failed the cleanup with a missing manifest).
+    trees: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 impl std::fmt::Debug for LanceDbBackend {
@@ -149,6 +154,7 @@ impl LanceDbBackend {
             handles: RwLock::new(HashMap::new()),
             pinned: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            trees: Mutex::new(HashMap::new()),
         })
     }
 
@@ -328,6 +334,12 @@ impl LanceDbBackend {
 
     pub(crate) async fn lock(&self, name: &str) -> TableWriteGuard {
         TableWriteGuard::held(self.table_lock(name).lock_owned().await)
+    }
+
+    /// The lock of dataset `name`'s set of Lance branches (see `trees`).
+    pub(crate) fn tree_lock(&self, name: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+        trees.entry(name.to_string()).or_default().clone()
     }
 }
 

@@ -40,6 +40,8 @@ impl BranchLines for LanceDbBackend {
         version: u64,
     ) -> Result<()> {
         self.forget_line(table, branch);
+        let tree = self.tree_lock(table);
+        let _shared = tree.read().await;
         let ds = self.dataset(table).await?;
         let mut ds = (*ds).clone();
         let from = Ref::Version(from.map(str::to_string), Some(version));
@@ -51,6 +53,8 @@ impl BranchLines for LanceDbBackend {
 
     async fn drop_line(&self, table: &str, branch: &str) -> Result<()> {
         self.forget_line(table, branch);
+        let tree = self.tree_lock(table);
+        let _shared = tree.read().await;
         let ds = self.dataset(table).await?;
         let mut ds = (*ds).clone();
         match ds.force_delete_branch(branch).await {

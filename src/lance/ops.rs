@@ -477,6 +477,10 @@ impl LanceDbBackend {
             .map_err(|e| map_lancedb(e, name))?;
         let older_than = lancedb::table::Duration::from_std(self.opts.cleanup_older_than)
             .map_err(|e| Error::InvalidArgument(format!("cleanup_older_than: {e}")))?;
+        // A cleanup reads every branch's manifests: no branch of the
+        // dataset is created or dropped meanwhile.
+        let tree = self.tree_lock(name);
+        let exclusive = tree.write().await;
         match keep_from {
             None => {
                 table
@@ -502,6 +506,7 @@ impl LanceDbBackend {
                     .with_context(|| format!("pruning old versions of {name:?}"))?;
             }
         }
+        drop(exclusive);
         table
             .optimize(OptimizeAction::Index(Default::default()))
             .await
@@ -515,6 +520,8 @@ impl LanceDbBackend {
             return Ok(());
         }
         let _guard = self.lock(name).await;
+        let tree = self.tree_lock(name);
+        let _exclusive = tree.write().await;
         let ds = self.dataset(name).await?;
         // Keep every version; delete only files that no version references
         // (left by a commit that never wrote its manifest).

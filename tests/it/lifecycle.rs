@@ -626,3 +626,45 @@ async fn sibling_merge_does_not_duplicate_a_row_only_the_target_base_had() {
     assert_eq!(pairs(&y, "n").await, vec![(13, 13)]);
     clean(&main).await;
 }
+
+/// Found by `lifecycle_ops` (seed 120000002, input 2876): an optimize of a
+/// table pruned its old versions while another branch's line of the same
+/// table was dropped (a concurrent `drop_table` on that branch); Lance's
+/// cleanup reads the manifests of every branch and failed on the one that
+/// vanished ("pruning old versions: Not found: .../tree/lb2/_versions/...").
+/// Here the race is run directly, many times over, on the store beneath.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimize_while_lines_of_the_table_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let opts = LanceDbOptions {
+        cleanup_older_than: Duration::ZERO,
+        durable: false,
+        ..Default::default()
+    };
+    let inner = Arc::new(LanceDbBackend::open_with(&path, opts).await.unwrap());
+    inner.create_table("k", vec![kv(&[(1, 10)])]).await.unwrap();
+    for round in 0..30 {
+        let lines: Vec<String> = (0..8).map(|i| format!("r{round}l{i}")).collect();
+        let v = inner.latest_version("k", None).await.unwrap();
+        for l in &lines {
+            inner.create_line("k", l, None, v).await.unwrap();
+        }
+        inner
+            .write("k", vec![kv(&[(round + 2, 0)])], WriteMode::Append)
+            .await
+            .unwrap();
+        let latest = inner.latest_version("k", None).await.unwrap();
+        let (a, b) = (inner.clone(), inner.clone());
+        let optimize = tokio::spawn(async move { a.optimize_line("k", None, Some(latest)).await });
+        let drops = tokio::spawn(async move {
+            for l in &lines {
+                b.drop_line("k", l).await?;
+            }
+            anyhow::Ok(())
+        });
+        optimize.await.unwrap().expect("optimize during line drops");
+        drops.await.unwrap().expect("line drops during optimize");
+    }
+    assert_eq!(inner.list_lines("k").await.unwrap(), Vec::<String>::new());
+}
