@@ -129,6 +129,32 @@ pub enum Error {
     /// The view is a read-only snapshot.
     #[error("this view is a read-only snapshot of branch {0:?}")]
     ReadOnlyView(String),
+    /// The store (or one of its files) was written in a newer format than
+    /// this build reads: open it with a newer lancebranch. Nothing was
+    /// changed.
+    #[error(
+        "{what} {path} has format {found}; this build reads formats up to {supported} (open it with a newer lancebranch)"
+    )]
+    UnsupportedFormat {
+        /// Which file (`"catalog"`, `"checkpoint"`).
+        what: &'static str,
+        /// Where it is.
+        path: String,
+        /// The format found.
+        found: u32,
+        /// The newest format this build reads.
+        supported: u32,
+    },
+    /// The catalog on disk is damaged or incomplete (for example its log
+    /// does not continue its checkpoint): opening it would lose or misread
+    /// acknowledged operations, so it is refused and nothing is changed.
+    #[error("the catalog in {path} is damaged: {detail}")]
+    CorruptCatalog {
+        /// The catalog directory.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl Error {

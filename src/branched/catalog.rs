@@ -8,8 +8,9 @@
 //! acknowledged operation left.
 //!
 //! Records are only ever appended as new enum variants at the end; their
-//! order is part of the format. A checkpoint file is one format byte
-//! followed by the postcard encoding of [`CatalogState`].
+//! order is part of the format (`CATALOG.md`). The files beside the log (the
+//! format marker and the checkpoint) and the checks made on open are in
+//! `format.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,10 +20,10 @@ use anyhow::{Context, Result};
 use lancebranch_wal::{Lsn, Options, SimStorage, Wal};
 use serde::{Deserialize, Serialize};
 
+use crate::branched::format::{
+    check_continuity, check_format, read_checkpoint, upgrade_format, write_checkpoint,
+};
 use crate::branched::names::MAIN;
-
-/// The format byte in front of a checkpoint.
-pub const CHECKPOINT_FORMAT: u8 = 1;
 
 /// How many records between checkpoints.
 const CHECKPOINT_EVERY: u64 = 1024;
@@ -665,43 +666,69 @@ impl Catalog {
     /// Open (creating) the catalog in `dir`, or in memory for `None`.
     ///
     /// # Errors
-    /// The directory or the log cannot be read, or the checkpoint is of an
-    /// unknown format.
+    /// The directory or the log cannot be read;
+    /// [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) for a
+    /// store of a newer format (nothing is changed);
+    /// [`Error::CorruptCatalog`](crate::Error::CorruptCatalog) for a
+    /// checkpoint that does not decode or a log that does not continue it.
     pub fn open(dir: Option<&Path>) -> Result<Arc<Self>> {
         let (mut state, wal, recovered) = match dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating catalog directory {}", dir.display()))?;
-                let state = read_checkpoint(dir)?.unwrap_or_default();
-                let opts = Options::default().replay_from(Lsn(state.applied + 1));
-                let (wal, rec) = Wal::<Record>::open(dir.join("wal"), opts)
-                    .with_context(|| format!("opening the catalog log in {}", dir.display()))?;
-                (state, wal, rec)
-            }
+            Some(dir) => Self::open_dir(dir)?,
             None => {
                 let (wal, rec) = Wal::<Record>::open_with_storage(
                     SimStorage::new(),
                     Options::default().sync(lancebranch_wal::SyncPolicy::Never),
                 )?;
-                (CatalogState::default(), wal, rec)
+                (CatalogState::default(), wal, rec.records)
             }
         };
-        for (lsn, r) in &recovered.records {
+        // What the checkpoint on disk covers: records replayed now count
+        // towards the next automatic checkpoint.
+        let covered = state.applied;
+        for (lsn, r) in &recovered {
             if lsn.0 > state.applied {
                 state.apply(lsn.0, r);
             }
         }
-        let last = state.applied;
         Ok(Arc::new(Self {
             state: RwLock::new(state),
             wal,
             commit: Mutex::new(()),
-            last_checkpoint: std::sync::atomic::AtomicU64::new(last),
+            last_checkpoint: std::sync::atomic::AtomicU64::new(covered),
             dir: dir.map(Path::to_path_buf),
             pins: Mutex::new(BTreeMap::new()),
             next_pin: std::sync::atomic::AtomicU64::new(1),
             released: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// The checkpoint, the log and the records after the checkpoint of the
+    /// catalog in `dir`, after the format and continuity checks.
+    #[allow(clippy::type_complexity)]
+    fn open_dir(dir: &Path) -> Result<(CatalogState, Wal<Record>, Vec<(Lsn, Record)>)> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating catalog directory {}", dir.display()))?;
+        // Refuse a newer store before the log's recovery repairs anything.
+        let format = check_format(dir)?;
+        let state = read_checkpoint(dir)?.unwrap_or_default();
+        let wal_dir = dir.join("wal");
+        if state.applied > 0 && !has_segments(&wal_dir) {
+            // Checked before the log's open creates a first segment.
+            check_continuity(dir, state.applied, None, 1)?;
+        }
+        let opts = Options::default().replay_from(Lsn(state.applied + 1));
+        let (wal, rec) = Wal::<Record>::open(&wal_dir, opts)
+            .with_context(|| format!("opening the catalog log in {}", dir.display()))?;
+        check_continuity(
+            dir,
+            state.applied,
+            rec.records.first().map(|(l, _)| l.0),
+            wal.next_lsn().0,
+        )?;
+        // Under the log's lock: only the process that owns the store marks
+        // its format.
+        upgrade_format(dir, format)?;
+        Ok((state, wal, rec.records))
     }
 
     /// A read of the current state.
@@ -882,43 +909,11 @@ impl Catalog {
     }
 }
 
-const CHECKPOINT: &str = "checkpoint";
-
-pub(crate) fn read_checkpoint(dir: &Path) -> Result<Option<CatalogState>> {
-    let path = dir.join(CHECKPOINT);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    match bytes.split_first() {
-        Some((&CHECKPOINT_FORMAT, payload)) => {
-            Ok(Some(postcard::from_bytes(payload).with_context(|| {
-                format!("decoding checkpoint {}", path.display())
-            })?))
-        }
-        Some((v, _)) => anyhow::bail!(
-            "checkpoint {} has format {v}; this build reads format {CHECKPOINT_FORMAT}",
-            path.display()
-        ),
-        None => anyhow::bail!("checkpoint {} is empty", path.display()),
-    }
-}
-
-fn write_checkpoint(dir: &Path, state: &CatalogState) -> Result<()> {
-    use std::io::Write;
-    let mut bytes = vec![CHECKPOINT_FORMAT];
-    bytes.extend(postcard::to_stdvec(state).context("encoding the checkpoint")?);
-    let tmp = dir.join(format!("{CHECKPOINT}.tmp"));
-    {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(CHECKPOINT)).context("installing the checkpoint")?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .context("syncing the catalog directory")?;
-    Ok(())
+/// Whether `wal_dir` holds any log segment.
+fn has_segments(wal_dir: &Path) -> bool {
+    std::fs::read_dir(wal_dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+    })
 }

@@ -245,6 +245,11 @@ fn describe(rec: &Record) -> String {
         Record::BeginDelete { branches, .. } => format!("deleting branches {branches:?}"),
         Record::BeginMerge { target, source, .. } => format!("merging {source:?} into {target:?}"),
         Record::BeginCreate { table, .. } => format!("creating the dataset of {table:?}"),
+        Record::BeginCollect { lines, tables, .. } => format!(
+            "removing {} unreachable Lance branches and {} datasets",
+            lines.len(),
+            tables.len()
+        ),
         other => format!("{other:?}"),
     }
 }

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use lancebranch_wal::{Lsn, RecoveryMode, StdStorage, read_log};
 use serde::{Deserialize, Serialize};
 
-use crate::branched::catalog::{CatalogState, Record, read_checkpoint};
+use crate::branched::catalog::{CatalogState, Record};
+use crate::branched::format::{check_continuity, check_format, read_checkpoint};
 use crate::branched::view::BranchedBackend;
 
 /// One logged catalog record.
@@ -84,8 +85,12 @@ impl BranchedBackend {
 /// another process has the store open, and shows what a crash left pending.
 ///
 /// # Errors
-/// `store` has no catalog (`<store>/_lancebranch/`), or the checkpoint or
-/// the log cannot be read or decoded.
+/// `store` has no catalog (`<store>/_lancebranch/`), the checkpoint or
+/// the log cannot be read or decoded,
+/// [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) for a
+/// store of a newer format, or
+/// [`Error::CorruptCatalog`](crate::Error::CorruptCatalog) for a log that
+/// does not continue the checkpoint.
 ///
 /// # Example
 /// ```no_run
@@ -99,10 +104,33 @@ pub fn read_catalog_offline(store: &Path) -> Result<OfflineCatalog> {
     if !dir.is_dir() {
         anyhow::bail!("{} holds no lancebranch catalog", store.display());
     }
-    let mut state = read_checkpoint(&dir)?.unwrap_or_default();
+    check_format(&dir)?;
+    // The owner may write a checkpoint and truncate the log between our
+    // reads of the two: a log that does not continue the checkpoint read
+    // is read again, with the newer checkpoint.
+    let mut tries = 0;
+    loop {
+        match read_once(&dir) {
+            Err(e)
+                if tries < 3
+                    && matches!(
+                        crate::backend::Error::of(&e),
+                        Some(crate::backend::Error::CorruptCatalog { .. })
+                    ) =>
+            {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One read of the checkpoint and the log after it.
+fn read_once(dir: &Path) -> Result<OfflineCatalog> {
+    let mut state = read_checkpoint(dir)?.unwrap_or_default();
     let covered = state.applied;
     let wal_dir = dir.join("wal");
-    let (records, torn_tail_bytes) = if wal_dir.is_dir() {
+    let (records, torn_tail_bytes, next_lsn) = if wal_dir.is_dir() {
         let storage =
             StdStorage::open(&wal_dir).with_context(|| format!("opening {}", wal_dir.display()))?;
         let got = read_log::<Record>(
@@ -111,10 +139,15 @@ pub fn read_catalog_offline(store: &Path) -> Result<OfflineCatalog> {
             Lsn(covered + 1),
         )
         .with_context(|| format!("reading the catalog log in {}", wal_dir.display()))?;
-        (got.records, got.report.torn_tail_bytes)
+        (
+            got.records,
+            got.report.torn_tail_bytes,
+            got.report.next_lsn.0,
+        )
     } else {
-        (Vec::new(), 0)
+        (Vec::new(), 0, 1)
     };
+    check_continuity(dir, covered, records.first().map(|(l, _)| l.0), next_lsn)?;
     let records: Vec<(u64, Record)> = records.into_iter().map(|(l, r)| (l.0, r)).collect();
     for (lsn, rec) in &records {
         if *lsn > state.applied {

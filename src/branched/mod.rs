@@ -5,12 +5,14 @@
 //! One concern per file: `catalog` (state machine over the WAL,
 //! checkpoints), `core` (shared state, locks, line creation), `view` (a
 //! branch view and the branch operations), `contract` (the
-//! `StorageBackend` implementation of a view), `recovery`, `fsck`, `names`.
+//! `StorageBackend` implementation of a view), `format` (the files beside
+//! the log and the checks on open), `recovery`, `fsck`, `names`.
 
 mod catalog;
 mod contract;
 mod core;
 mod diff;
+mod format;
 mod fsck;
 mod history;
 mod merge;
@@ -22,6 +24,7 @@ mod view;
 
 pub use catalog::{CatalogState, Record, TableRef};
 pub use diff::{PRIMARY_KEY_METADATA, TableChange, TableDiff};
+pub use format::CATALOG_FORMAT;
 pub use fsck::{FsckProblem, FsckReport};
 pub use history::{History, HistoryEntry, OfflineCatalog, read_catalog_offline};
 pub use merge::{

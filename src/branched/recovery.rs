@@ -46,8 +46,8 @@ pub struct RecoveryReport {
 pub struct RecoveredOp {
     /// The operation id in the catalog log.
     pub op: u64,
-    /// What it was: `"line creation"`, `"branch deletion"`, `"merge"` or
-    /// `"table creation"`.
+    /// What it was: `"line creation"`, `"branch deletion"`, `"merge"`,
+    /// `"table creation"` or `"garbage collection"`.
     pub kind: String,
     /// `"undone"` (as if it never began) or `"finished"`.
     pub action: String,

@@ -8,6 +8,7 @@ mod cli;
 mod crash_injection;
 mod fsck;
 mod fuzz_corpus;
+mod golden;
 mod history;
 mod kill_recovery;
 mod lance_backend;
