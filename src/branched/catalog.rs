@@ -706,7 +706,7 @@ impl Catalog {
     /// catalog in `dir`, after the format and continuity checks.
     #[allow(clippy::type_complexity)]
     fn open_dir(dir: &Path) -> Result<(CatalogState, Wal<Record>, Vec<(Lsn, Record)>)> {
-        std::fs::create_dir_all(dir)
+        crate::lance::create_dir_synced(dir)
             .with_context(|| format!("creating catalog directory {}", dir.display()))?;
         // Refuse a newer store before the log's recovery repairs anything.
         let format = check_format(dir)?;

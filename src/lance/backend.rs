@@ -11,7 +11,7 @@ use lance::dataset::Dataset;
 use lancedb::{Connection, Table};
 
 use crate::backend::{Error, TableWriteGuard, check_raw_filter, validate_table_name};
-use crate::lance::durable::{SyncCounter, durable_session};
+use crate::lance::durable::{SyncCounter, create_dir_synced, durable_session};
 
 /// How a [`LanceDbBackend`] behaves.
 ///
@@ -358,12 +358,13 @@ fn normalize_uri(uri: &str) -> Result<String> {
     }
     if uri.contains("://") {
         if let Some(path) = uri.strip_prefix("file://") {
-            std::fs::create_dir_all(path)
+            create_dir_synced(std::path::Path::new(path))
                 .with_context(|| format!("creating store directory {path}"))?;
         }
         return Ok(uri.trim_end_matches('/').to_string());
     }
-    std::fs::create_dir_all(uri).with_context(|| format!("creating store directory {uri}"))?;
+    create_dir_synced(std::path::Path::new(uri))
+        .with_context(|| format!("creating store directory {uri}"))?;
     let abs = std::fs::canonicalize(uri).with_context(|| format!("resolving {uri}"))?;
     abs.to_str()
         .map(str::to_string)

@@ -317,3 +317,24 @@ impl MultipartUpload for CountedUpload {
         self.inner.abort().await
     }
 }
+
+/// Create the local directory `path` and any missing ancestors, syncing the
+/// parent of each directory created, so that the new entries survive a
+/// power cut (a store whose directory entry is lost loses everything in
+/// it, synced or not).
+pub(crate) fn create_dir_synced(path: &std::path::Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(p) = parent {
+        create_dir_synced(p)?;
+    }
+    match std::fs::create_dir(path) {
+        Ok(()) => {}
+        // Made meanwhile by another opener, who syncs it.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    std::fs::File::open(parent.unwrap_or(std::path::Path::new(".")))?.sync_all()
+}

@@ -10,4 +10,5 @@ mod search;
 mod take;
 
 pub use backend::{LanceDbBackend, LanceDbOptions};
+pub(crate) use durable::create_dir_synced;
 pub use durable::{SyncCounter, durable_session};

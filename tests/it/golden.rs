@@ -15,11 +15,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use lancebranch::branched::{BranchedBackend, MergeOptions, PRIMARY_KEY_METADATA};
-use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
+use arrow_array::RecordBatch;
+use lancebranch::branched::{BranchedBackend, MergeOptions};
+use lancebranch::{Error, LanceDbBackend, StorageBackend, WriteMode};
 use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::pairs;
 
 /// What a store holds, as a user sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,46 +48,8 @@ fn variant(v: &impl std::fmt::Debug) -> String {
         .to_string()
 }
 
-fn keyed() -> SchemaRef {
-    let md = [(PRIMARY_KEY_METADATA.to_string(), "id".to_string())];
-    Arc::new(
-        Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("a", DataType::Int64, true),
-        ])
-        .with_metadata(md.into_iter().collect()),
-    )
-}
-
 fn kv(rows: &[(i64, i64)]) -> Vec<RecordBatch> {
-    let batch = RecordBatch::try_new(
-        keyed(),
-        vec![
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-        ],
-    )
-    .unwrap();
-    vec![batch]
-}
-
-async fn pairs(v: &BranchedBackend, t: &str) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    let batches = v.scan(ScanRequest::table(t)).await;
-    for b in batches.unwrap_or_else(|e| panic!("scanning {t} on {}: {e:#}", v.branch_name())) {
-        let col = |n: &str| {
-            b.column_by_name(n)
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .clone()
-        };
-        let (id, a) = (col("id"), col("a"));
-        out.extend((0..b.num_rows()).map(|i| (id.value(i), a.value(i))));
-    }
-    out.sort_unstable();
-    out
+    vec![crate::lifecycle::kv(rows)]
 }
 
 async fn tables_of(v: &BranchedBackend) -> BTreeMap<String, Vec<(i64, i64)>> {

@@ -31,7 +31,7 @@ fn keyed() -> SchemaRef {
     )
 }
 
-fn kv(rows: &[(i64, i64)]) -> RecordBatch {
+pub(crate) fn kv(rows: &[(i64, i64)]) -> RecordBatch {
     RecordBatch::try_new(
         keyed(),
         vec![
@@ -43,9 +43,10 @@ fn kv(rows: &[(i64, i64)]) -> RecordBatch {
 }
 
 /// The table as `(id, a)` pairs, sorted, duplicates kept.
-async fn pairs(v: &BranchedBackend, t: &str) -> Vec<(i64, i64)> {
+pub(crate) async fn pairs(v: &BranchedBackend, t: &str) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
-    for b in v.scan(ScanRequest::table(t)).await.unwrap() {
+    let batches = v.scan(ScanRequest::table(t)).await;
+    for b in batches.unwrap_or_else(|e| panic!("scanning {t} on {}: {e:#}", v.branch_name())) {
         let col = |n: &str| {
             b.column_by_name(n)
                 .unwrap()
