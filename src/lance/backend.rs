@@ -11,7 +11,7 @@ use lance::dataset::Dataset;
 use lancedb::{Connection, Table};
 
 use crate::backend::{Error, TableWriteGuard, check_raw_filter, validate_table_name};
-use crate::lance::durable::{SyncCounter, create_dir_synced, durable_session};
+use crate::lance::durable::{SyncCounter, create_dir_synced};
 
 /// How a [`LanceDbBackend`] behaves.
 ///
@@ -77,6 +77,9 @@ pub struct LanceDbBackend {
     pub(crate) conn: Connection,
     pub(crate) opts: LanceDbOptions,
     pub(crate) sync: Option<Arc<SyncCounter>>,
+    /// Injected write faults of the durable store (tests).
+    #[cfg(feature = "failpoints")]
+    faults: Option<Arc<crate::lance::WriteFaults>>,
     existence: RwLock<HashMap<String, bool>>,
     handles: RwLock<HashMap<String, Table>>,
     /// Read-only handles of exact versions (immutable snapshots), keyed by
@@ -136,8 +139,17 @@ impl LanceDbBackend {
             .read_consistency_interval(opts.read_consistency)
             .storage_option("new_table_enable_stable_row_ids", "true");
         let mut sync = None;
+        #[cfg(feature = "failpoints")]
+        let mut faults = None;
         if opts.durable && !uri.starts_with("memory://") {
-            let (session, counter) = durable_session();
+            #[cfg(feature = "failpoints")]
+            let (session, counter) = {
+                let f = Arc::new(crate::lance::WriteFaults::default());
+                faults = Some(f.clone());
+                crate::lance::durable::session_with(Some(f))
+            };
+            #[cfg(not(feature = "failpoints"))]
+            let (session, counter) = crate::lance::durable::session_with();
             builder = builder.session(session);
             sync = Some(counter);
         }
@@ -150,6 +162,8 @@ impl LanceDbBackend {
             conn,
             opts,
             sync,
+            #[cfg(feature = "failpoints")]
+            faults,
             existence: RwLock::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             pinned: RwLock::new(HashMap::new()),
@@ -179,6 +193,21 @@ impl LanceDbBackend {
     /// ```
     pub fn sync_counter(&self) -> Option<&Arc<SyncCounter>> {
         self.sync.as_ref()
+    }
+
+    /// The write faults of the durable store (feature `failpoints`; `None`
+    /// without durability), for crash tests.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let store = lancebranch::LanceDbBackend::open("/tmp/s").await?;
+    /// store.write_faults().unwrap().fail_writes_after(2);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "failpoints")]
+    pub fn write_faults(&self) -> Option<&Arc<crate::lance::WriteFaults>> {
+        self.faults.as_ref()
     }
 
     /// The LanceDB table handle of `name` (cached; reads through it see the

@@ -46,9 +46,7 @@ use url::Url;
 /// The `store_prefix` given to durable local stores.
 const DURABLE_PREFIX: &str = "file$lancebranch-durable";
 
-/// Counts the writes that were synced to stable storage before returning;
-/// with the `failpoints` feature it can also make them fail (see
-/// [`SyncCounter::fail_writes_after`]).
+/// Counts the writes that were synced to stable storage before returning.
 ///
 /// # Example
 /// ```
@@ -58,61 +56,9 @@ const DURABLE_PREFIX: &str = "file$lancebranch-durable";
 #[derive(Debug, Default)]
 pub struct SyncCounter {
     writes: AtomicU64,
-    /// Injected faults (tests): whether armed, and the writes still let
-    /// through.
-    faults_armed: std::sync::atomic::AtomicBool,
-    budget: AtomicU64,
-    injected: AtomicU64,
 }
 
 impl SyncCounter {
-    /// Stop Lance's object-store writes after `n` more: the first `n`
-    /// writes (puts, multipart completions, copies, renames, deletes) go
-    /// through, every later one fails with an I/O error, as if the process
-    /// died or the disk went away mid-commit. For crash tests.
-    ///
-    /// # Example
-    /// ```
-    /// let c = lancebranch::lance::SyncCounter::default();
-    /// c.fail_writes_after(3);
-    /// c.heal();
-    /// assert_eq!(c.injected_faults(), 0);
-    /// ```
-    #[cfg(feature = "failpoints")]
-    pub fn fail_writes_after(&self, n: u64) {
-        self.budget.store(n, Ordering::SeqCst);
-        self.faults_armed.store(true, Ordering::SeqCst);
-    }
-
-    /// Let every write through again.
-    #[cfg(feature = "failpoints")]
-    pub fn heal(&self) {
-        self.faults_armed.store(false, Ordering::SeqCst);
-    }
-
-    /// How many writes were refused by an injected fault.
-    pub fn injected_faults(&self) -> u64 {
-        self.injected.load(Ordering::Relaxed)
-    }
-
-    /// Admit one write, or refuse it with an injected fault.
-    fn admit(&self) -> object_store::Result<()> {
-        if !self.faults_armed.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let left = self
-            .budget
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1));
-        if left.is_ok() {
-            return Ok(());
-        }
-        self.injected.fetch_add(1, Ordering::Relaxed);
-        Err(object_store::Error::Generic {
-            store: "lancebranch-faults",
-            source: "injected write fault".into(),
-        })
-    }
-
     /// How many synced writes (puts, copies, renames, completed multipart
     /// uploads) returned so far.
     pub fn synced_writes(&self) -> u64 {
@@ -134,12 +80,24 @@ impl SyncCounter {
 /// # drop(session);
 /// ```
 pub fn durable_session() -> (Arc<Session>, Arc<SyncCounter>) {
+    session_with(
+        #[cfg(feature = "failpoints")]
+        None,
+    )
+}
+
+/// [`durable_session`], with the writes going through `faults` when given.
+pub(crate) fn session_with(
+    #[cfg(feature = "failpoints")] faults: Option<Arc<crate::lance::faults::WriteFaults>>,
+) -> (Arc<Session>, Arc<SyncCounter>) {
     let counter = Arc::new(SyncCounter::default());
     let registry = ObjectStoreRegistry::default();
     registry.insert(
         "file",
         Arc::new(DurableFileProvider {
             counter: counter.clone(),
+            #[cfg(feature = "failpoints")]
+            faults,
         }),
     );
     let session = Session::new(
@@ -153,6 +111,9 @@ pub fn durable_session() -> (Arc<Session>, Arc<SyncCounter>) {
 #[derive(Debug)]
 struct DurableFileProvider {
     counter: Arc<SyncCounter>,
+    /// Injected write faults (tests), as a decorator over the store.
+    #[cfg(feature = "failpoints")]
+    faults: Option<Arc<crate::lance::faults::WriteFaults>>,
 }
 
 #[async_trait]
@@ -167,6 +128,13 @@ impl ObjectStoreProvider for DurableFileProvider {
             inner: LocalFileSystem::new().with_fsync(true),
             counter: self.counter.clone(),
         });
+        #[cfg(feature = "failpoints")]
+        if let Some(faults) = &self.faults {
+            store.inner = Arc::new(crate::lance::faults::FaultyStore::new(
+                store.inner.clone(),
+                faults.clone(),
+            ));
+        }
         store.store_prefix = DURABLE_PREFIX.to_string();
         Ok(store)
     }
@@ -198,6 +166,7 @@ impl fmt::Display for SyncingStore {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for SyncingStore {
     async fn put_opts(
         &self,
@@ -205,7 +174,6 @@ impl ObjectStore for SyncingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.counter.admit()?;
         let r = self.inner.put_opts(location, payload, opts).await?;
         self.counter.bump();
         Ok(r)
@@ -216,7 +184,6 @@ impl ObjectStore for SyncingStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.counter.admit()?;
         let upload = self.inner.put_multipart_opts(location, opts).await?;
         Ok(Box::new(CountedUpload {
             inner: upload,
@@ -244,13 +211,7 @@ impl ObjectStore for SyncingStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        use futures::StreamExt;
-        let counter = self.counter.clone();
-        let admitted = locations.map(move |p| {
-            counter.admit()?;
-            p
-        });
-        self.inner.delete_stream(admitted.boxed())
+        self.inner.delete_stream(locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -275,7 +236,6 @@ impl ObjectStore for SyncingStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        self.counter.admit()?;
         self.inner.copy_opts(from, to, options).await?;
         self.counter.bump();
         Ok(())
@@ -287,7 +247,6 @@ impl ObjectStore for SyncingStore {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
-        self.counter.admit()?;
         self.inner.rename_opts(from, to, options).await?;
         self.counter.bump();
         Ok(())
@@ -301,13 +260,13 @@ struct CountedUpload {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl MultipartUpload for CountedUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         self.inner.put_part(data)
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        self.counter.admit()?;
         let r = self.inner.complete().await?;
         self.counter.bump();
         Ok(r)

@@ -4,6 +4,8 @@
 mod backend;
 mod contract;
 mod durable;
+#[cfg(feature = "failpoints")]
+mod faults;
 mod lines;
 mod ops;
 mod search;
@@ -12,3 +14,5 @@ mod take;
 pub use backend::{LanceDbBackend, LanceDbOptions};
 pub(crate) use durable::create_dir_synced;
 pub use durable::{SyncCounter, durable_session};
+#[cfg(feature = "failpoints")]
+pub use faults::WriteFaults;

@@ -535,7 +535,7 @@ async fn merge_recovery_restores_before_it_aborts() {
         // Recovery cannot write to Lance: it fails, and must leave the
         // merge pending for the next open.
         let inner = Arc::new(LanceDbBackend::open(&path).await.unwrap());
-        inner.sync_counter().unwrap().fail_writes_after(0);
+        inner.write_faults().unwrap().fail_writes_after(0);
         assert!(BranchedBackend::open(inner).await.is_err());
     }
     let main = BranchedBackend::open(Arc::new(LanceDbBackend::open(&path).await.unwrap()))

@@ -112,7 +112,7 @@ async fn sweep(op: Op) -> u64 {
         let result = {
             let (inner, main) = open(&path).await;
             setup(&main).await;
-            let counter = inner.sync_counter().unwrap().clone();
+            let counter = inner.write_faults().unwrap().clone();
             counter.fail_writes_after(k);
             let r = run(op, &main).await;
             counter.heal();
