@@ -281,7 +281,9 @@ impl BranchedBackend {
         Ok(out)
     }
 
-    /// Merge `source` into this branch (see the [module docs](self)).
+    /// Merge `source` into this branch: three-way, row by row and column by
+    /// column, rows matched by primary key, published atomically across
+    /// tables.
     ///
     /// Returns a report; under [`ConflictPolicy::Fail`] a conflicting merge
     /// applies nothing and reports [`MergeOutcome::Conflicted`].

@@ -19,7 +19,7 @@ pub enum ConflictPolicy {
     Theirs,
 }
 
-/// Options of [`BranchedBackend::merge`].
+/// Options of [`BranchedBackend::merge`](crate::branched::BranchedBackend::merge).
 ///
 /// # Example
 /// ```

@@ -172,11 +172,6 @@ impl LanceDbBackend {
         })
     }
 
-    /// The LanceDB connection behind this backend.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// The options this backend was opened with.
     pub fn options(&self) -> &LanceDbOptions {
         &self.opts
@@ -215,7 +210,9 @@ impl LanceDbBackend {
     ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::TableNotFound`], or an I/O error.
-    pub async fn table(&self, name: &str) -> Result<Table> {
+    ///
+    /// Crate-private: a writable LanceDB handle would bypass the catalog.
+    pub(crate) async fn table(&self, name: &str) -> Result<Table> {
         validate_table_name(name)?;
         if let Some(t) = read_lock(&self.handles).get(name) {
             return Ok(t.clone());
@@ -238,7 +235,8 @@ impl LanceDbBackend {
     /// (`None`, `None` is the latest of the main line).
     ///
     /// # Errors
-    /// As [`LanceDbBackend::table`], plus [`Error::VersionNotFound`].
+    /// [`Error::InvalidName`], [`Error::TableNotFound`],
+    /// [`Error::VersionNotFound`], or an I/O error.
     pub async fn table_at(
         &self,
         name: &str,
@@ -292,8 +290,10 @@ impl LanceDbBackend {
     /// the Lance branch `branch`, at the line's latest version.
     ///
     /// # Errors
-    /// As [`LanceDbBackend::table`], or the branch does not exist.
-    pub async fn line_table(&self, name: &str, branch: Option<&str>) -> Result<Table> {
+    /// As `table`, or the branch does not exist.
+    ///
+    /// Crate-private: a writable LanceDB handle would bypass the catalog.
+    pub(crate) async fn line_table(&self, name: &str, branch: Option<&str>) -> Result<Table> {
         let base = self.table(name).await?;
         match branch {
             None => Ok(base),
@@ -308,7 +308,7 @@ impl LanceDbBackend {
     /// Goes through the same cache as every other call.
     ///
     /// # Errors
-    /// As [`LanceDbBackend::table`].
+    /// [`Error::InvalidName`], [`Error::TableNotFound`], or an I/O error.
     pub async fn dataset(&self, name: &str) -> Result<Arc<Dataset>> {
         let table = self.table(name).await?;
         let wrapper = table
