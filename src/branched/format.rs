@@ -49,11 +49,10 @@ fn corrupt(dir: &Path, detail: String) -> anyhow::Error {
 /// [`Error::CorruptCatalog`] for a marker that does not parse, or I/O.
 pub(crate) fn check_format(dir: &Path) -> Result<Option<u32>> {
     let path = dir.join(FORMAT_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    let Some(bytes) = read_if_exists(&path)? else {
+        return Ok(None);
     };
+    let text = String::from_utf8_lossy(&bytes);
     let found = text
         .strip_suffix('\n')
         .and_then(|t| t.strip_prefix(FORMAT_PREFIX))
@@ -79,6 +78,15 @@ pub(crate) fn upgrade_format(dir: &Path, found: Option<u32>) -> Result<()> {
     }
     let line = format!("{FORMAT_PREFIX}{CATALOG_FORMAT}\n");
     write_atomic(dir, FORMAT_FILE, line.as_bytes())
+}
+
+/// The contents of `path`, or `None` when there is no such file.
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// Replace `dir/name` with `bytes`: a synced temporary file renamed over
@@ -107,10 +115,8 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 /// [`Error::CorruptCatalog`] for one that does not decode exactly, or I/O.
 pub(crate) fn read_checkpoint(dir: &Path) -> Result<Option<CatalogState>> {
     let path = dir.join(CHECKPOINT);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    let Some(bytes) = read_if_exists(&path)? else {
+        return Ok(None);
     };
     match bytes.split_first() {
         Some((&CHECKPOINT_FORMAT, payload)) => match postcard::take_from_bytes(payload) {

@@ -60,9 +60,24 @@ async fn tables_of(v: &BranchedBackend) -> BTreeMap<String, Vec<(i64, i64)>> {
     out
 }
 
+async fn try_open(path: &Path) -> anyhow::Result<BranchedBackend> {
+    let inner = LanceDbBackend::open(path.to_str().unwrap()).await?;
+    BranchedBackend::open(Arc::new(inner)).await
+}
+
 async fn open(path: &Path) -> BranchedBackend {
-    let inner = LanceDbBackend::open(path.to_str().unwrap()).await.unwrap();
-    BranchedBackend::open(Arc::new(inner)).await.unwrap()
+    try_open(path).await.unwrap()
+}
+
+/// A small store in `path`: table `people` on main and a branch `dev`;
+/// checkpointed when asked.
+async fn small_store(path: &Path, checkpoint: bool) {
+    let main = open(path).await;
+    main.create_table("people", kv(&[(1, 10)])).await.unwrap();
+    main.fork("dev").await.unwrap();
+    if checkpoint {
+        main.checkpoint().await.unwrap();
+    }
 }
 
 /// Everything a user can read from the store in `path`: pending
@@ -349,11 +364,7 @@ fn files_of(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_format_is_refused_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let main = open(dir.path()).await;
-        main.create_table("people", kv(&[(1, 10)])).await.unwrap();
-        main.fork("dev").await.unwrap();
-    }
+    small_store(dir.path(), false).await;
     let marker = dir.path().join("_lancebranch/FORMAT");
     assert_eq!(
         std::fs::read_to_string(&marker).unwrap(),
@@ -365,10 +376,7 @@ async fn a_newer_format_is_refused_and_nothing_changes() {
     let newer = lancebranch::branched::CATALOG_FORMAT + 1;
     std::fs::write(&marker, format!("lancebranch catalog format {newer}\n")).unwrap();
     let before = files_of(dir.path());
-    let inner = LanceDbBackend::open(dir.path().to_str().unwrap())
-        .await
-        .unwrap();
-    let err = BranchedBackend::open(Arc::new(inner)).await.unwrap_err();
+    let err = try_open(dir.path()).await.unwrap_err();
     assert!(
         matches!(Error::of(&err), Some(Error::UnsupportedFormat { found, .. }) if *found == newer),
         "{err:#}"
@@ -387,17 +395,9 @@ async fn a_newer_format_is_refused_and_nothing_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_that_does_not_continue_the_checkpoint_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let main = open(dir.path()).await;
-        main.create_table("people", kv(&[(1, 10)])).await.unwrap();
-        main.fork("dev").await.unwrap();
-        main.checkpoint().await.unwrap();
-    }
+    small_store(dir.path(), true).await;
     std::fs::remove_dir_all(dir.path().join("_lancebranch/wal")).unwrap();
-    let inner = LanceDbBackend::open(dir.path().to_str().unwrap())
-        .await
-        .unwrap();
-    let err = BranchedBackend::open(Arc::new(inner)).await.unwrap_err();
+    let err = try_open(dir.path()).await.unwrap_err();
     assert!(
         matches!(Error::of(&err), Some(Error::CorruptCatalog { .. })),
         "{err:#}"
