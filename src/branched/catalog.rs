@@ -458,22 +458,33 @@ impl CatalogState {
         all
     }
 
-    /// The tables pending operations are working on.
+    /// The tables pending creations (of a dataset or a line) are working
+    /// on. Pending collections are not among them: a collection decides
+    /// under the dataset's lock, and one that ran before the last reader
+    /// went away has kept the dataset, so the change removing that reader
+    /// must name it again (collections are idempotent).
     fn pending_tables(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for rec in self.pending.values() {
-            match rec {
-                Record::BeginCreate { table, .. } | Record::BeginLine { table, .. } => {
-                    out.insert(table.clone());
-                }
-                Record::BeginCollect { tables, lines, .. } => {
-                    out.extend(tables.iter().cloned());
-                    out.extend(lines.iter().map(|(t, _)| t.clone()));
-                }
-                _ => {}
+            if let Record::BeginCreate { table, .. } | Record::BeginLine { table, .. } = rec {
+                out.insert(table.clone());
             }
         }
         out
+    }
+
+    /// The lines pending collections and branch deletions remove.
+    fn lines_being_removed(&self) -> BTreeSet<&(String, String)> {
+        self.pending
+            .values()
+            .filter_map(|r| match r {
+                Record::BeginDelete { lines, .. } | Record::BeginCollect { lines, .. } => {
+                    Some(lines)
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect()
     }
 
     /// The Lance lines something can still read: those the catalog's refs
@@ -538,16 +549,8 @@ impl CatalogState {
         let wanted = |t: &String| candidates.contains(t);
         let needed = self.needed_lines(&[]);
         let busy = self.pending_tables();
-        // Lines a pending branch deletion removes itself.
-        let deleting: BTreeSet<&(String, String)> = self
-            .pending
-            .values()
-            .filter_map(|r| match r {
-                Record::BeginDelete { lines, .. } => Some(lines),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        // Lines a pending deletion or collection removes itself.
+        let deleting = self.lines_being_removed();
         let mut lines: Vec<(String, String)> = self
             .lines
             .iter()

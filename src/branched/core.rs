@@ -304,6 +304,26 @@ impl Core {
         self.abandon(&ends).await;
     }
 
+    /// Log the end of branch deletion `op`, whose Lance `lines` are gone,
+    /// with a collection of what removing them left unreachable, in the
+    /// same log write; then run it. A dataset a concurrent change (a tag
+    /// deleted, a table dropped) stopped reading while the deletion's
+    /// lines still lived on it has its last reader removed here, so this
+    /// record is the change that must name it. Nothing if `op` already
+    /// ended.
+    pub(crate) async fn end_delete(&self, op: u64, lines: &[(String, String)]) -> Result<()> {
+        let collect_op = self.catalog.fresh_id();
+        let candidates: BTreeSet<String> = lines.iter().map(|(t, _)| t.clone()).collect();
+        let check = move |st: &CatalogState, _: &[(String, TableRef)]| {
+            if !st.pending.contains_key(&op) {
+                return Ok((Vec::new(), BTreeSet::new()));
+            }
+            Ok((vec![Record::EndDelete { op }], candidates))
+        };
+        let logged = self.commit_collecting(check, collect_op).await?;
+        self.run_collects(&logged).await
+    }
+
     /// Run every [`Record::BeginCollect`] among `recs`; then, if a pin was
     /// dropped meanwhile, every pending collection it may have held back.
     pub(crate) async fn run_collects(&self, recs: &[Record]) -> Result<()> {

@@ -8,7 +8,7 @@
 //! | operation | interrupted between | recovery |
 //! |---|---|---|
 //! | line creation (first write on a branch) | `BeginLine` … `EndLine` | remove the Lance branch, whole or "zombie"; log `Abort` |
-//! | branch deletion | `BeginDelete` … `EndDelete` | remove the remaining Lance branches; log `EndDelete` |
+//! | branch deletion | `BeginDelete` … `EndDelete` | remove the remaining Lance branches; log `EndDelete` with a collection of what that left unreachable, and run it |
 //! | merge | `BeginMerge` … the publish (which carries `EndMerge`) | log `Abort`: the merge never happened; restore the target's tables to their published versions |
 //! | creating a table's dataset | `BeginCreate` … the publish (which carries `EndCreate`) | drop the dataset unless a branch reads it; log `Abort` |
 //! | garbage collection | `BeginCollect` (logged with the change that made things unreachable) … `EndCollect` | remove the remaining lines, purge each listed dataset nothing reads; log `EndCollect` |
@@ -104,7 +104,7 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
             } => {
                 drop_lines(core, &lines).await?;
                 core.fail.check("recovery::after_drop_before_record")?;
-                core.commit(Record::EndDelete { op }).await?;
+                core.end_delete(op, &lines).await?;
                 let detail = format!("branches {branches:?}, {} Lance branches", lines.len());
                 report
                     .operations

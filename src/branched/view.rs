@@ -330,7 +330,11 @@ impl BranchedBackend {
             crate::branched::recovery::drop_lines(&self.core, lines).await?;
         }
         self.core.fail.check("delete::after_drop_before_end")?;
-        self.core.commit(Record::EndDelete { op }).await?;
+        let lines = match logged.first() {
+            Some(Record::BeginDelete { lines, .. }) => lines.clone(),
+            _ => Vec::new(),
+        };
+        self.core.end_delete(op, &lines).await?;
         self.core.run_collects(&logged).await
     }
 

@@ -669,3 +669,32 @@ async fn optimize_while_lines_of_the_table_are_dropped() {
     }
     assert_eq!(inner.list_lines("k").await.unwrap(), Vec::<String>::new());
 }
+
+/// A dataset read only by a tag and by the lines of a branch being
+/// deleted: the tag deleted while the branch's lines are dropped left the
+/// dataset behind (the tag's collection found the lines still there, and
+/// the deletion's end named nothing), and fsck called it an orphan. Found
+/// by `lifecycle_ops` (seed 190000002, input 508).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_tag_while_a_branch_is_deleted_leaves_no_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, main, b) = paused_store(&dir).await;
+    b.write("k", vec![kv(&[(4, 40)])], WriteMode::Append)
+        .await
+        .unwrap();
+    main.tag("before-drop").await.unwrap();
+    main.drop_table("k").await.unwrap();
+    clean(&main).await;
+    // Pause the deletion at its drop of b's line, after `BeginDelete`.
+    let pause = store.pause_next("drop_line", "k");
+    let deleting = {
+        let main = main.clone();
+        Task::spawn(async move { main.delete_branch("b", false).await })
+    };
+    pause.reached().await;
+    main.delete_tag("before-drop").await.unwrap();
+    pause.release();
+    deleting.join().await.unwrap();
+    clean(&main).await;
+    assert_eq!(store.table_names().await.unwrap(), Vec::<String>::new());
+}
