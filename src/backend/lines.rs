@@ -102,6 +102,23 @@ pub trait BranchLines: StorageBackend {
         batches: Vec<RecordBatch>,
     ) -> Result<Option<u64>>;
 
+    /// Upsert on a line in one commit: every row of `batches` whose `on`
+    /// columns match a row of the line replaces that row's values (of the
+    /// columns it has); every other row is inserted. The new version,
+    /// `None` if nothing was committed.
+    ///
+    /// The default fails as unsupported.
+    async fn upsert_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        on: &[&str],
+        batches: Vec<RecordBatch>,
+    ) -> Result<Option<u64>> {
+        let _ = (table, branch, on, batches);
+        anyhow::bail!("upsert is not supported by this backend")
+    }
+
     /// Delete rows of a line; the new version.
     async fn delete_rows_line(
         &self,

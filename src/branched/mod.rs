@@ -6,7 +6,8 @@
 //! checkpoints), `core` (shared state, locks, line creation), `view` (a
 //! branch view and the branch operations), `contract` (the
 //! `StorageBackend` implementation of a view), `format` (the files beside
-//! the log and the checks on open), `recovery`, `fsck`, `names`.
+//! the log and the checks on open), `stream` (streamed writes: many
+//! Lance commits, one publish), `recovery`, `fsck`, `names`.
 
 mod catalog;
 mod contract;
@@ -19,6 +20,7 @@ mod merge;
 mod names;
 mod recovery;
 mod report;
+mod stream;
 mod txn;
 mod view;
 
@@ -33,6 +35,7 @@ pub use merge::{
 };
 pub use names::{MAIN, validate_branch_name, validate_tag_name};
 pub use recovery::{RecoveredOp, RecoveryReport};
+pub use stream::{ROWS_PER_COMMIT, StreamMode, StreamStats};
 pub use txn::Transaction;
 pub use view::{BranchInfo, BranchedBackend, TagInfo};
 

@@ -651,6 +651,19 @@ impl BranchedBackend {
         batches: Vec<RecordBatch>,
         schema: SchemaRef,
     ) -> Result<()> {
+        self.create_then(table, batches, schema, None).await
+    }
+
+    /// [`create`](Self::create), then write every chunk of `more` to the
+    /// new table before the one publish that makes it visible (a streamed
+    /// import: a failure or a crash on the way leaves the branch as it was).
+    pub(crate) async fn create_then(
+        &self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        schema: SchemaRef,
+        more: Option<crate::branched::stream::Appending<'_>>,
+    ) -> Result<()> {
         self.writable()?;
         validate_table_name(table)?;
         let _gate = self.core.gate.read().await;
@@ -676,6 +689,12 @@ impl BranchedBackend {
             Ok(Some(r)) => Ok(r),
             Ok(None) => self.create_unpublished(table, batches, schema).await,
             Err(e) => Err(e),
+        };
+        let made = match (made, more) {
+            (Ok(r), Some(more)) => {
+                crate::branched::stream::append_chunks(inner, table, r, more).await
+            }
+            (made, _) => made,
         };
         let r = match made {
             Ok(r) => r,

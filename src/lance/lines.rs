@@ -144,6 +144,16 @@ impl BranchLines for LanceDbBackend {
         LanceDbBackend::merge_insert_line(self, table, branch, on, batches).await
     }
 
+    async fn upsert_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        on: &[&str],
+        batches: Vec<RecordBatch>,
+    ) -> Result<Option<u64>> {
+        LanceDbBackend::merge_line(self, table, branch, on, batches, true).await
+    }
+
     async fn delete_rows_line(
         &self,
         table: &str,

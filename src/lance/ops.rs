@@ -277,6 +277,20 @@ impl LanceDbBackend {
         on: &[&str],
         batches: Vec<RecordBatch>,
     ) -> Result<Option<u64>> {
+        self.merge_line(name, branch, on, batches, false).await
+    }
+
+    /// One Lance merge-insert on a line: matched rows take the source's
+    /// values; unmatched source rows are inserted when `insert`, else
+    /// dropped.
+    pub(crate) async fn merge_line(
+        &self,
+        name: &str,
+        branch: Option<&str>,
+        on: &[&str],
+        batches: Vec<RecordBatch>,
+        insert: bool,
+    ) -> Result<Option<u64>> {
         if on.is_empty() {
             return Err(Error::InvalidArgument(
                 "merge_insert needs at least one key column".into(),
@@ -323,6 +337,9 @@ impl LanceDbBackend {
         }
         let mut builder = table.merge_insert(on);
         builder.when_matched_update_all(None);
+        if insert {
+            builder.when_not_matched_insert_all();
+        }
         let result = builder
             .execute(reader(src_schema, batches))
             .await

@@ -16,3 +16,4 @@ mod lifecycle;
 mod merge;
 mod pausing;
 mod store_faults;
+mod stream;

@@ -490,6 +490,17 @@ impl BranchLines for Pausing {
         BranchLines::merge_insert_line(self.lance(), table, branch, on, batches).await
     }
 
+    async fn upsert_line(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        on: &[&str],
+        batches: Vec<RecordBatch>,
+    ) -> Result<Option<u64>> {
+        self.maybe_pause("upsert_line", table, Some(branch)).await;
+        BranchLines::upsert_line(self.lance(), table, branch, on, batches).await
+    }
+
     async fn delete_rows_line(
         &self,
         table: &str,
