@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::conformance::data::people;
 
 /// Run the binary with `args` (sequentially: each run takes the store's lock).
-fn lb(args: &[&str]) -> Output {
+pub(crate) fn lb(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lancebranch"))
         .args(args)
         .env_remove("LANCEBRANCH_STORE")
@@ -22,7 +22,7 @@ fn lb(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
         out.status.code(),
@@ -32,7 +32,7 @@ fn text(out: &Output) -> String {
 }
 
 /// Run `--json --store DIR args`, expect exit `code`, parse stdout.
-fn json(store: &Path, args: &[&str], code: i32) -> Value {
+pub(crate) fn json(store: &Path, args: &[&str], code: i32) -> Value {
     let mut all = vec!["--json", "--store", store.to_str().unwrap()];
     all.extend_from_slice(args);
     let out = lb(&all);

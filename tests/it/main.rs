@@ -5,6 +5,7 @@
 pub mod conformance;
 mod branched;
 mod cli;
+mod cli_data;
 mod crash_injection;
 mod fsck;
 mod fuzz_corpus;

@@ -387,3 +387,34 @@ pub fn wal_dump(store: &Path, out: Out) -> Result<u8> {
     }
     Ok(0)
 }
+
+/// `init`: a new, empty store in `store` (an existing store is left as it
+/// is; a directory holding anything else is refused).
+pub async fn init(store: &Path, out: Out) -> Result<u8> {
+    let existed = store.join("_lancebranch").is_dir();
+    if !existed && store.is_dir() && std::fs::read_dir(store)?.next().is_some() {
+        return Err(lancebranch::Error::InvalidArgument(format!(
+            "{} is not empty and holds no lancebranch store",
+            store.display()
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(store).with_context(|| format!("creating {}", store.display()))?;
+    let uri = store
+        .to_str()
+        .with_context(|| format!("store path {} is not UTF-8", store.display()))?;
+    let inner = Arc::new(LanceDbBackend::open(uri).await?);
+    let main = BranchedBackend::open(inner).await?;
+    let branches = main.list_branches().len();
+    if out.json {
+        out.doc(&json!({ "store": store, "created": !existed, "branches": branches }))?;
+    } else if existed {
+        outln!(
+            "{} already holds a store ({branches} branch(es))",
+            store.display()
+        );
+    } else {
+        outln!("created an empty store in {}", store.display());
+    }
+    Ok(0)
+}

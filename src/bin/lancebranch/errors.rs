@@ -18,7 +18,8 @@ pub struct StoreNotFound(pub PathBuf);
 pub fn hint(err: &anyhow::Error) -> Option<String> {
     if let Some(StoreNotFound(p)) = err.downcast_ref::<StoreNotFound>() {
         return Some(format!(
-            "create one with `lancebranch demo --dir {}`, or point --store (or LANCEBRANCH_STORE) at an existing store",
+            "create an empty one with `lancebranch --store {} init` (or a demo store with `lancebranch demo --dir {}`), or point --store (or LANCEBRANCH_STORE) at an existing store",
+            p.display(),
             p.display()
         ));
     }
@@ -33,6 +34,21 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
             "another process has this store open; wait for it to finish (`wal dump` works meanwhile)"
                 .into(),
         );
+    }
+    if let Some(b) = err.downcast_ref::<crate::formats::BadInput>() {
+        let h = match b.line {
+            None if b.detail == "no such file" => format!("check the path {}", b.file),
+            Some(l) => format!(
+                "fix line {l} of {} (nothing was imported); a column whose type was inferred \
+                 from the first 1000 records can be declared first with `lancebranch create-table`",
+                b.file
+            ),
+            None => format!(
+                "check that {} is the format you named (nothing was imported)",
+                b.file
+            ),
+        };
+        return Some(h);
     }
     let h = match Error::of(err)? {
         Error::BranchNotFound(_) => "run `lancebranch branches` to list them",
@@ -56,6 +72,12 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
             "merge a branch with its parent or child, or two siblings; see `lancebranch branches`"
         }
         Error::BranchInUse { .. } => "see the reason above; `--cascade` deletes child branches",
+        Error::SchemaMismatch { .. } => {
+            "the rows do not fit the table: compare with `lancebranch scan TABLE --limit 1`, or import into a new table"
+        }
+        Error::TableExists(_) => {
+            "the branch has that table: `import --mode append|overwrite|upsert` writes to it; or pick another name"
+        }
         _ => return None,
     };
     Some(h.to_string())

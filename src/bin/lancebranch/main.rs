@@ -4,6 +4,7 @@
 //! ```text
 //! lancebranch [--store DIR] [--json] <command>
 //!   demo [--dir DIR]              build a small property graph, branch, merge, crash, recover
+//!   init                          create an empty store
 //!   branches                      list branches
 //!   fork NAME [--from B] [--at TAG]
 //!   delete-branch NAME [--cascade]
@@ -15,6 +16,13 @@
 //!   fsck [--repair]               check the store's consistency
 //!   wal dump                      every frame of the catalog log, read offline
 //!   scan TABLE [--branch B] [--filter SQL] [--limit N] [--columns a,b]
+//!   import TABLE FILE [--branch B] [--format csv|json|parquet]
+//!          [--mode create|append|overwrite|upsert] [--key COLS]
+//!   export TABLE [--branch B | --at TAG] [--filter SQL] [--columns a,b]
+//!          [--format csv|json|parquet] [-o FILE|-] [--order-by COLS]
+//!   delete-rows TABLE --filter SQL [--branch B]
+//!   create-table TABLE --columns NAME:TYPE,.. [--key COLS] [--branch B]
+//!   drop-table TABLE [--branch B]
 //! ```
 //!
 //! Exit codes: 0 ok, 1 error, 2 usage error, 3 merge refused because of
@@ -47,7 +55,10 @@ mod data;
 mod demo;
 mod demo_data;
 mod errors;
+mod formats;
 mod output;
+mod tables;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,6 +105,9 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Create an empty store at --store (nothing happens to an existing
+    /// one).
+    Init,
     /// List branches: parent, fork tag, tables, tables materialized on the
     /// branch's own Lance lines.
     Branches,
@@ -191,6 +205,95 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         columns: Option<Vec<String>>,
     },
+    /// Import a CSV, JSON-lines or Parquet file into a table on a branch,
+    /// streamed in batches and published once (a failed import changes
+    /// nothing). Creates the table when missing (schema inferred from the
+    /// file's first 1000 records, `--key` stored as its primary key).
+    Import {
+        /// The table.
+        table: String,
+        /// The file (its extension names the format: .csv, .json/.jsonl,
+        /// .parquet).
+        file: PathBuf,
+        /// The branch written to.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// The format, if the extension does not say.
+        #[arg(long, value_parser = formats::Format::parse)]
+        format: Option<formats::Format>,
+        /// create: a new table; append / overwrite / upsert (update rows
+        /// whose key matches, insert the others): create it when missing.
+        #[arg(long, value_enum, default_value = "append")]
+        mode: transfer::ImportMode,
+        /// Key columns, comma-separated: the primary key of a table the
+        /// import creates, and what upsert matches on (default: the
+        /// table's primary key).
+        #[arg(long, value_delimiter = ',')]
+        key: Option<Vec<String>>,
+    },
+    /// Export a table (on a branch or at a tag) to a file or stdout as CSV,
+    /// JSON lines or Parquet, streamed.
+    Export {
+        /// The table.
+        table: String,
+        /// The branch read.
+        #[arg(long, default_value = "main", conflicts_with = "at")]
+        branch: String,
+        /// Read what this tag pins instead.
+        #[arg(long)]
+        at: Option<String>,
+        /// A SQL filter (a WHERE clause without the keyword).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Only these columns, in this order.
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+        /// The format (default: the output's extension; csv on stdout).
+        #[arg(long, value_parser = formats::Format::parse)]
+        format: Option<formats::Format>,
+        /// The output file, or `-` for stdout (then a summary, if any,
+        /// goes to stderr).
+        #[arg(short = 'o', long = "output", default_value = "-")]
+        output: PathBuf,
+        /// Sort the rows by these columns (holds the rows in memory).
+        #[arg(long, value_delimiter = ',')]
+        order_by: Option<Vec<String>>,
+    },
+    /// Delete the rows matching a SQL filter (a blank filter is refused);
+    /// prints how many were removed.
+    DeleteRows {
+        /// The table.
+        table: String,
+        /// Which rows (a WHERE clause without the keyword).
+        #[arg(long)]
+        filter: String,
+        /// The branch.
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// Create an empty table from column declarations.
+    CreateTable {
+        /// The table.
+        table: String,
+        /// Columns as NAME:TYPE, comma-separated (int64, float64, utf8,
+        /// bool, date, timestamp, vector(N), ...).
+        #[arg(long, value_delimiter = ',', required = true, value_parser = tables::parse_column)]
+        columns: Vec<(String, arrow_schema::DataType)>,
+        /// Primary key columns, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        key: Option<Vec<String>>,
+        /// The branch.
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// Drop a table on a branch (other branches keep theirs).
+    DropTable {
+        /// The table.
+        table: String,
+        /// The branch.
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
     /// (internal) Start a merge that stops at a fail point and exit without
     /// cleaning up, as a crash would. Used by `demo`.
     #[command(name = "__crash-merge", hide = true)]
@@ -232,6 +335,7 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
     let store = cli.store;
     match cli.command {
         Command::Demo { dir } => demo::run(&dir.unwrap_or(store), out).await,
+        Command::Init => commands::init(&store, out).await,
         Command::Branches => commands::branches(&store, out).await,
         Command::Fork { name, from, at } => {
             commands::fork(&store, out, &name, &from, at.as_deref()).await
@@ -261,6 +365,60 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
             limit,
             columns,
         } => data::scan(&store, out, &table, &branch, filter, limit, columns).await,
+        Command::Import {
+            table,
+            file,
+            branch,
+            format,
+            mode,
+            key,
+        } => {
+            let args = transfer::Import {
+                table,
+                file,
+                branch,
+                format,
+                mode,
+                key,
+            };
+            transfer::import(&store, out, args).await
+        }
+        Command::Export {
+            table,
+            branch,
+            at,
+            filter,
+            columns,
+            format,
+            output,
+            order_by,
+        } => {
+            let args = transfer::Export {
+                table,
+                branch,
+                at,
+                filter,
+                columns,
+                format,
+                output,
+                order_by,
+            };
+            transfer::export(&store, out, args).await
+        }
+        Command::DeleteRows {
+            table,
+            filter,
+            branch,
+        } => tables::delete_rows(&store, out, &table, &branch, &filter).await,
+        Command::CreateTable {
+            table,
+            columns,
+            key,
+            branch,
+        } => tables::create_table(&store, out, &table, &branch, &columns, key.as_deref()).await,
+        Command::DropTable { table, branch } => {
+            tables::drop_table(&store, out, &table, &branch).await
+        }
         Command::CrashMerge { dir, source, into } => crash::run(&dir, &source, &into).await,
     }
 }
