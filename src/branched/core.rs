@@ -403,15 +403,19 @@ impl Core {
         Ok(())
     }
 
-    /// Whether `op` is a collection held back by a live pin.
+    /// Whether `op` is a collection held back by a live pin, as
+    /// [`collect`](Self::collect) decides: a line a pin holds, or a
+    /// dataset it names *or one of its lines lived on* that a pin reads.
     pub(crate) fn collect_deferred(&self, op: u64) -> bool {
         let pins = self.catalog.pinned();
         let st = self.catalog.read();
         match st.pending.get(&op) {
             Some(Record::BeginCollect { lines, tables, .. }) => {
                 let held = st.pinned_lines(&pins);
+                let pinned = |t: &String| pins.iter().any(|(p, _)| p == t);
                 lines.iter().any(|l| held.contains(l))
-                    || tables.iter().any(|t| pins.iter().any(|(p, _)| p == t))
+                    || tables.iter().any(pinned)
+                    || lines.iter().any(|(t, _)| pinned(t))
             }
             _ => false,
         }

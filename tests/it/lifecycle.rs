@@ -698,3 +698,38 @@ async fn deleting_a_tag_while_a_branch_is_deleted_leaves_no_dataset() {
     clean(&main).await;
     assert_eq!(store.table_names().await.unwrap(), Vec::<String>::new());
 }
+
+/// A collection whose line lived on a dataset that, by the time it ran,
+/// only a live snapshot read: `collect` held it back for the snapshot,
+/// but fsck's view of "held back" only looked at the datasets it named,
+/// not those of its lines, and called it an operation that never ended.
+/// Found by `lifecycle_ops` (seed 210000002, input 6501).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_held_back_by_the_dataset_of_its_line_is_not_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, main, b) = paused_store(&dir).await;
+    // b creates table n (its dataset and b's line), then main creates its
+    // own n on the same dataset: no fork point reads n.
+    b.create_table("n", vec![kv(&[(1, 1)])]).await.unwrap();
+    main.create_table("n", vec![kv(&[(2, 2)])]).await.unwrap();
+    b.tag("g").await.unwrap();
+    b.drop_table("n").await.unwrap();
+    let snap = main.snapshot().unwrap();
+    // The tag's collection (b's line of n) waits at its drop of the line,
+    // while main still reads n; main then drops n.
+    let pause = store.pause_next("drop_line", "n");
+    let untag = {
+        let main = main.clone();
+        Task::spawn(async move { main.delete_tag("g").await })
+    };
+    pause.reached().await;
+    main.drop_table("n").await.unwrap();
+    pause.release();
+    untag.join().await.unwrap();
+    // Both collections wait for the snapshot, which still reads n.
+    assert_eq!(ids(&snap, "n").await, vec![2]);
+    clean(&main).await;
+    drop(snap);
+    clean(&main).await;
+    assert_eq!(store.table_names().await.unwrap(), vec!["k".to_string()]);
+}
