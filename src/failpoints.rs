@@ -2,40 +2,135 @@
 //! operations, where a test can cut an operation short as a crash would.
 //!
 //! Compiled out unless the `failpoints` feature is on. With it, a branched
-//! store can [`arm`](crate::branched::BranchedBackend::arm_failpoint) one
-//! point: the next time the operation reaches it, it stops there with
+//! store can arm one point (`BranchedBackend::arm_failpoint`, a
+//! [`FailPoint`]): the next time the operation reaches it, it stops there with
 //! [`Error::FailPoint`](crate::Error::FailPoint), leaving the store exactly
 //! as a process death at that step would (everything before it done and
 //! durable, nothing after it). The test then drops every handle, reopens,
 //! and checks that recovery converges.
 
-/// Every fail point, named `operation::where`.
-pub const ALL: &[&str] = &[
-    "line::after_begin",
-    "line::after_drop_old_before_create",
-    "line::after_create_before_end",
-    "write::after_commit_before_publish",
-    "txn::after_apply_before_publish",
-    "delete::after_begin",
-    "delete::after_drop_before_end",
-    "recovery::after_drop_before_record",
-    "checkpoint::after_write_before_truncate",
-    "merge::after_begin",
-    "merge::after_apply_before_publish",
-    "fork::before_record",
-    "tag::before_record",
-    "replace::after_commit_before_publish",
-    "create::after_dataset_before_publish",
-    "merge::after_table_applied",
-    "collect::after_begin",
-    "collect::after_drop_before_end",
+/// A fail point: the boundary between two steps of an operation, named
+/// `operation::where`. Points are only ever appended (a variant's position
+/// in [`ALL`] is what a `lancebranch::testing::CrashPlan` of a fuzz
+/// input refers to), so inputs keep their meaning when points are added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum FailPoint {
+    /// `line::after_begin`
+    LineAfterBegin,
+    /// `line::after_drop_old_before_create`
+    LineAfterDropOldBeforeCreate,
+    /// `line::after_create_before_end`
+    LineAfterCreateBeforeEnd,
+    /// `write::after_commit_before_publish`
+    WriteAfterCommitBeforePublish,
+    /// `txn::after_apply_before_publish`
+    TxnAfterApplyBeforePublish,
+    /// `delete::after_begin`
+    DeleteAfterBegin,
+    /// `delete::after_drop_before_end`
+    DeleteAfterDropBeforeEnd,
+    /// `recovery::after_drop_before_record`
+    RecoveryAfterDropBeforeRecord,
+    /// `checkpoint::after_write_before_truncate`
+    CheckpointAfterWriteBeforeTruncate,
+    /// `merge::after_begin`
+    MergeAfterBegin,
+    /// `merge::after_apply_before_publish`
+    MergeAfterApplyBeforePublish,
+    /// `fork::before_record`
+    ForkBeforeRecord,
+    /// `tag::before_record`
+    TagBeforeRecord,
+    /// `replace::after_commit_before_publish`
+    ReplaceAfterCommitBeforePublish,
+    /// `create::after_dataset_before_publish`
+    CreateAfterDatasetBeforePublish,
+    /// `merge::after_table_applied`
+    MergeAfterTableApplied,
+    /// `collect::after_begin`
+    CollectAfterBegin,
+    /// `collect::after_drop_before_end`
+    CollectAfterDropBeforeEnd,
+}
+
+/// Every fail point, in the order they were added.
+pub const ALL: &[FailPoint] = &[
+    FailPoint::LineAfterBegin,
+    FailPoint::LineAfterDropOldBeforeCreate,
+    FailPoint::LineAfterCreateBeforeEnd,
+    FailPoint::WriteAfterCommitBeforePublish,
+    FailPoint::TxnAfterApplyBeforePublish,
+    FailPoint::DeleteAfterBegin,
+    FailPoint::DeleteAfterDropBeforeEnd,
+    FailPoint::RecoveryAfterDropBeforeRecord,
+    FailPoint::CheckpointAfterWriteBeforeTruncate,
+    FailPoint::MergeAfterBegin,
+    FailPoint::MergeAfterApplyBeforePublish,
+    FailPoint::ForkBeforeRecord,
+    FailPoint::TagBeforeRecord,
+    FailPoint::ReplaceAfterCommitBeforePublish,
+    FailPoint::CreateAfterDatasetBeforePublish,
+    FailPoint::MergeAfterTableApplied,
+    FailPoint::CollectAfterBegin,
+    FailPoint::CollectAfterDropBeforeEnd,
 ];
+
+impl FailPoint {
+    /// The point's name, `operation::where`.
+    ///
+    /// # Example
+    /// ```
+    /// use lancebranch::failpoints::FailPoint;
+    /// assert_eq!(FailPoint::MergeAfterBegin.name(), "merge::after_begin");
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::LineAfterBegin => "line::after_begin",
+            Self::LineAfterDropOldBeforeCreate => "line::after_drop_old_before_create",
+            Self::LineAfterCreateBeforeEnd => "line::after_create_before_end",
+            Self::WriteAfterCommitBeforePublish => "write::after_commit_before_publish",
+            Self::TxnAfterApplyBeforePublish => "txn::after_apply_before_publish",
+            Self::DeleteAfterBegin => "delete::after_begin",
+            Self::DeleteAfterDropBeforeEnd => "delete::after_drop_before_end",
+            Self::RecoveryAfterDropBeforeRecord => "recovery::after_drop_before_record",
+            Self::CheckpointAfterWriteBeforeTruncate => "checkpoint::after_write_before_truncate",
+            Self::MergeAfterBegin => "merge::after_begin",
+            Self::MergeAfterApplyBeforePublish => "merge::after_apply_before_publish",
+            Self::ForkBeforeRecord => "fork::before_record",
+            Self::TagBeforeRecord => "tag::before_record",
+            Self::ReplaceAfterCommitBeforePublish => "replace::after_commit_before_publish",
+            Self::CreateAfterDatasetBeforePublish => "create::after_dataset_before_publish",
+            Self::MergeAfterTableApplied => "merge::after_table_applied",
+            Self::CollectAfterBegin => "collect::after_begin",
+            Self::CollectAfterDropBeforeEnd => "collect::after_drop_before_end",
+        }
+    }
+}
+
+impl std::fmt::Display for FailPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for FailPoint {
+    type Err = crate::Error;
+
+    /// The point named `s`, or [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL.iter()
+            .copied()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| crate::Error::InvalidArgument(format!("unknown fail point {s:?}")))
+    }
+}
 
 #[cfg(feature = "failpoints")]
 #[derive(Debug, Default)]
 struct Armed {
     /// Point → how many of its hits to let pass before stopping.
-    points: std::collections::HashMap<&'static str, u64>,
+    points: std::collections::HashMap<FailPoint, u64>,
     /// Stop at whichever point is reached after this many more hits.
     any: Option<u64>,
     /// Every hit of every point so far.
@@ -50,19 +145,20 @@ pub(crate) struct FailPoints {
 }
 
 impl FailPoints {
-    /// Stop here if `name` is armed (disarming it). A no-op without the
+    /// Stop here if `point` is armed (disarming it). A no-op without the
     /// `failpoints` feature.
     #[inline]
-    pub(crate) fn check(&self, name: &'static str) -> anyhow::Result<()> {
-        debug_assert!(ALL.contains(&name), "unlisted fail point {name}");
+    pub(crate) fn check(&self, point: FailPoint) -> anyhow::Result<()> {
+        #[cfg(not(feature = "failpoints"))]
+        let _ = point;
         #[cfg(feature = "failpoints")]
         {
             let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
             armed.hits += 1;
             let mut stop = false;
-            if let Some(n) = armed.points.get_mut(name) {
+            if let Some(n) = armed.points.get_mut(&point) {
                 if *n == 0 {
-                    armed.points.remove(name);
+                    armed.points.remove(&point);
                     stop = true;
                 } else {
                     *n -= 1;
@@ -77,26 +173,20 @@ impl FailPoints {
                 None => {}
             }
             if stop {
-                return Err(crate::Error::FailPoint(name.to_string()).into());
+                return Err(crate::Error::FailPoint(point.name().to_string()).into());
             }
         }
         Ok(())
     }
 
-    /// Arm `name` to stop at its hit number `skip + 1` from now.
+    /// Arm `point` to stop at its hit number `skip + 1` from now.
     #[cfg(feature = "failpoints")]
-    pub(crate) fn arm(&self, name: &str, skip: u64) -> anyhow::Result<()> {
-        let Some(known) = ALL.iter().find(|n| **n == name) else {
-            return Err(
-                crate::Error::InvalidArgument(format!("unknown fail point {name:?}")).into(),
-            );
-        };
+    pub(crate) fn arm(&self, point: FailPoint, skip: u64) {
         self.armed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .points
-            .insert(known, skip);
-        Ok(())
+            .insert(point, skip);
     }
 
     /// Stop at whichever fail point is reached after `skip` more hits.

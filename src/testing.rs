@@ -55,7 +55,7 @@ use arbitrary::Arbitrary;
 use crate::Error;
 use crate::StorageBackend;
 use crate::branched::{BranchedBackend, ConflictPolicy, RecoveryReport};
-use crate::failpoints::ALL;
+use crate::failpoints::{ALL, FailPoint};
 use crate::lance::{LanceDbBackend, LanceDbOptions};
 
 /// Where a store should die.
@@ -77,10 +77,11 @@ impl CrashPlan {
     /// # Example
     /// ```
     /// use lancebranch::testing::CrashPlan;
-    /// assert_eq!(CrashPlan::Point(0).target(), Some((lancebranch::failpoints::ALL[0], 0)));
+    /// use lancebranch::failpoints::FailPoint;
+    /// assert_eq!(CrashPlan::Point(0).target(), Some((FailPoint::LineAfterBegin, 0)));
     /// assert_eq!(CrashPlan::Never.target(), None);
     /// ```
-    pub fn target(&self) -> Option<(&'static str, u64)> {
+    pub fn target(&self) -> Option<(FailPoint, u64)> {
         match *self {
             CrashPlan::Point(i) => Some((ALL[usize::from(i) % ALL.len()], 0)),
             CrashPlan::Seeded(s) => {
@@ -104,7 +105,10 @@ impl CrashPlan {
                 Ok(())
             }
             _ => match self.target() {
-                Some((name, skip)) => store.arm_failpoint_nth(name, skip),
+                Some((point, skip)) => {
+                    store.arm_failpoint_nth(point, skip);
+                    Ok(())
+                }
                 None => Ok(()),
             },
         }
@@ -232,7 +236,7 @@ impl CrashableStore {
         self.main = None;
         {
             let inner = Arc::new(LanceDbBackend::open_with(&self.path, self.opts.clone()).await?);
-            let cut = [("recovery::after_drop_before_record", 0)];
+            let cut = [(FailPoint::RecoveryAfterDropBeforeRecord, 0)];
             match BranchedBackend::open_with_failpoints(inner, &cut).await {
                 Ok(_) => {}
                 Err(e) if is_crash(&e) => {}

@@ -1,7 +1,7 @@
 //! [`BranchLines`]: what a branching decorator needs from the store beneath
 //! it, beyond the [`StorageBackend`] contract.
 //!
-//! A *line* of a table is its main line (`branch: None`) or one of its Lance
+//! A *line* of a table is its main line (`line: None`) or one of its Lance
 //! branches (`Some(name)`). Versions are numbered per line; a branch's first
 //! version has the number of the version it was created from.
 
@@ -33,8 +33,8 @@ pub struct RowChanges {
 /// Line-level primitives of a store with Lance-style branches per table.
 ///
 /// Reads of a line at a version go through [`StorageBackend::scan`] with
-/// [`ScanRequest::branch`](crate::ScanRequest) / `version` set, and through
-/// the `branch` / `version` of [`VectorQueryOpts`](crate::VectorQueryOpts).
+/// [`ScanRequest::line`](crate::ScanRequest::line) / `version` set, and through
+/// the `line` / `version` of [`VectorQueryOpts`](crate::VectorQueryOpts).
 ///
 /// # Example
 /// ```no_run

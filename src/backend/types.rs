@@ -21,10 +21,10 @@ pub enum WriteMode {
 }
 
 /// What to read from a table: projection, filter, limit and, optionally, a
-/// pinned branch and version.
+/// pinned line and version.
 ///
-/// `branch` and `version` let a decorator (such as a branch view) read an
-/// exact snapshot through the backend it wraps: `branch: None` is the
+/// `line` and `version` let a decorator (such as a branch view) read an
+/// exact snapshot through the backend it wraps: `line: None` is the
 /// table's main line, `version: None` its latest version.
 ///
 /// # Example
@@ -48,8 +48,12 @@ pub struct ScanRequest {
     pub filter: Option<String>,
     /// The most rows to return.
     pub limit: Option<usize>,
-    /// Read this Lance branch of the table instead of its main line.
-    pub branch: Option<String>,
+    /// Read this *line* of the table (a Lance branch of its dataset)
+    /// instead of its main line. A storage-level address, not a
+    /// lancebranch branch: a [`BranchedBackend`](crate::branched::BranchedBackend)
+    /// view picks the line of what its branch published and refuses a set
+    /// one.
+    pub line: Option<String>,
     /// Read this version instead of the latest one.
     pub version: Option<u64>,
 }
@@ -104,13 +108,13 @@ impl ScanRequest {
         self
     }
 
-    /// Read the table's Lance branch `branch`.
-    pub fn on_branch(mut self, branch: impl Into<String>) -> Self {
-        self.branch = Some(branch.into());
+    /// Read the table's line (Lance branch) `line`: see [`ScanRequest::line`].
+    pub fn on_line(mut self, line: impl Into<String>) -> Self {
+        self.line = Some(line.into());
         self
     }
 
-    /// Read version `version` (of the branch, if one is set).
+    /// Read version `version` (of the line, if one is set).
     pub fn at_version(mut self, version: u64) -> Self {
         self.version = Some(version);
         self
@@ -162,8 +166,9 @@ pub struct VectorQueryOpts {
     pub postfilter: bool,
     /// Columns to return besides `_distance`; `None` returns every column.
     pub columns: Option<Vec<String>>,
-    /// Search this Lance branch of the table instead of its main line.
-    pub branch: Option<String>,
+    /// Search this *line* of the table (a Lance branch of its dataset)
+    /// instead of its main line; see [`ScanRequest::line`].
+    pub line: Option<String>,
     /// Search this version instead of the latest.
     pub version: Option<u64>,
 }

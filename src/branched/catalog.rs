@@ -904,7 +904,7 @@ impl Catalog {
         write_checkpoint(dir, &state)?;
         self.last_checkpoint
             .store(state.applied, std::sync::atomic::Ordering::Relaxed);
-        fail.check("checkpoint::after_write_before_truncate")?;
+        fail.check(crate::failpoints::FailPoint::CheckpointAfterWriteBeforeTruncate)?;
         self.wal
             .truncate_before(Lsn(state.applied + 1))
             .context("truncating the catalog log")?;

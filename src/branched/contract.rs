@@ -19,30 +19,30 @@ use crate::branched::view::BranchedBackend;
 
 impl BranchedBackend {
     fn inner_scan(&self, req: ScanRequest) -> Result<ScanRequest> {
-        if req.branch.is_some() {
+        if req.line.is_some() {
             return Err(Error::InvalidArgument(
-                "a branch view chooses the line itself: leave ScanRequest::branch unset".into(),
+                "a branch view chooses the line itself: leave ScanRequest::line unset".into(),
             )
             .into());
         }
         let r = self.table_ref_at(&req.table, req.version)?;
         Ok(ScanRequest {
-            branch: r.line,
+            line: r.line,
             version: Some(r.version),
             ..req
         })
     }
 
     fn inner_opts(&self, table: &str, opts: VectorQueryOpts) -> Result<VectorQueryOpts> {
-        if opts.branch.is_some() {
+        if opts.line.is_some() {
             return Err(Error::InvalidArgument(
-                "a branch view chooses the line itself: leave VectorQueryOpts::branch unset".into(),
+                "a branch view chooses the line itself: leave VectorQueryOpts::line unset".into(),
             )
             .into());
         }
         let r = self.table_ref_at(table, opts.version)?;
         Ok(VectorQueryOpts {
-            branch: r.line,
+            line: r.line,
             version: Some(r.version),
             ..opts
         })
@@ -314,7 +314,7 @@ impl StorageBackend for BranchedBackend {
             let result = if self.exists_here(name)? {
                 self.mutate_at(
                     name,
-                    "replace::after_commit_before_publish",
+                    crate::failpoints::FailPoint::ReplaceAfterCommitBeforePublish,
                     move |inner, line| async move {
                         inner
                             .overwrite_line(name, line.as_deref(), b, s)

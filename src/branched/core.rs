@@ -368,7 +368,8 @@ impl Core {
         lines: &[(String, String)],
         tables: &[String],
     ) -> Result<()> {
-        self.fail.check("collect::after_begin")?;
+        self.fail
+            .check(crate::failpoints::FailPoint::CollectAfterBegin)?;
         let pins = self.catalog.pinned();
         let held = self.catalog.read().pinned_lines(&pins);
         let free: Vec<(String, String)> = lines
@@ -396,7 +397,8 @@ impl Core {
             self.inner.invalidate_cache(t);
             self.inner.purge_table(t).await?;
         }
-        self.fail.check("collect::after_drop_before_end")?;
+        self.fail
+            .check(crate::failpoints::FailPoint::CollectAfterDropBeforeEnd)?;
         if !deferred {
             self.commit(Record::EndCollect { op }).await?;
         }
@@ -501,12 +503,14 @@ impl Core {
             .map(|_| chosen)
         })
         .await??;
-        self.fail.check("line::after_begin")?;
+        self.fail
+            .check(crate::failpoints::FailPoint::LineAfterBegin)?;
         if stale {
             // A line left by an earlier, unpublished attempt is replaced.
             self.inner.drop_line(table, &line).await?;
         }
-        self.fail.check("line::after_drop_old_before_create")?;
+        self.fail
+            .check(crate::failpoints::FailPoint::LineAfterDropOldBeforeCreate)?;
         if let Err(e) = self
             .inner
             .create_line(table, &line, from.line.as_deref(), from.version)
@@ -515,7 +519,8 @@ impl Core {
             self.abandon(&[Record::EndLine { op }]).await;
             return Err(e);
         }
-        self.fail.check("line::after_create_before_end")?;
+        self.fail
+            .check(crate::failpoints::FailPoint::LineAfterCreateBeforeEnd)?;
         self.end_with_publish(id, table, Record::EndLine { op });
         self.inner.notify_table_created(table).await;
         Ok(line)

@@ -183,7 +183,7 @@ async fn scan_all(inner: &dyn BranchLines, table: &str, r: &TableRef) -> Result<
     inner
         .scan(ScanRequest {
             table: table.to_string(),
-            branch: r.line.clone(),
+            line: r.line.clone(),
             version: Some(r.version),
             ..Default::default()
         })

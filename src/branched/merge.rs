@@ -561,7 +561,7 @@ impl BranchedBackend {
             let rows = inner
                 .scan(crate::backend::ScanRequest {
                     table: t.to_string(),
-                    branch: sc.line.clone(),
+                    line: sc.line.clone(),
                     version: Some(sc.version),
                     ..Default::default()
                 })
@@ -659,7 +659,7 @@ impl BranchedBackend {
         }
         let req = crate::backend::ScanRequest {
             table: t.to_string(),
-            branch: tc.line.clone(),
+            line: tc.line.clone(),
             version: Some(tc.version),
             filter: key_filter(key, &wanted)?.to_sql(),
             ..Default::default()
@@ -688,7 +688,9 @@ impl BranchedBackend {
                 source: source.name.clone(),
             })
             .await?;
-        self.core.fail.check("merge::after_begin")?;
+        self.core
+            .fail
+            .check(crate::failpoints::FailPoint::MergeAfterBegin)?;
         let names: Vec<String> = plans.iter().map(|p| p.table.clone()).collect();
         let mut candidates = self.old_base_tables(st, source);
         // Dataset locks of tables the merge creates, held to the publish.
@@ -702,7 +704,9 @@ impl BranchedBackend {
                 return Err(e);
             }
         };
-        self.core.fail.check("merge::after_apply_before_publish")?;
+        self.core
+            .fail
+            .check(crate::failpoints::FailPoint::MergeAfterApplyBeforePublish)?;
         let end = self.merge_end(source, &refs, scur, Some(op));
         let logged = self
             .core
@@ -759,7 +763,9 @@ impl BranchedBackend {
                 let r = self.create_unpublished(&t, rows, schema).await?;
                 published.push((t.clone(), Some(r.version)));
                 refs.push((t, Some(r)));
-                self.core.fail.check("merge::after_table_applied")?;
+                self.core
+                    .fail
+                    .check(crate::failpoints::FailPoint::MergeAfterTableApplied)?;
                 continue;
             }
             if plan.actions.is_empty() && plan.add_columns.is_none() {
@@ -843,7 +849,9 @@ impl BranchedBackend {
             }
             published.push((t.clone(), Some(version)));
             refs.push((t, Some(TableRef { line, version })));
-            self.core.fail.check("merge::after_table_applied")?;
+            self.core
+                .fail
+                .check(crate::failpoints::FailPoint::MergeAfterTableApplied)?;
         }
         Ok((refs, published))
     }

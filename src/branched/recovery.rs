@@ -92,7 +92,8 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
         match rec {
             Record::BeginLine { table, line, .. } => {
                 drop_lines(core, &[(table.clone(), line.clone())]).await?;
-                core.fail.check("recovery::after_drop_before_record")?;
+                core.fail
+                    .check(crate::failpoints::FailPoint::RecoveryAfterDropBeforeRecord)?;
                 core.commit(Record::Abort { op }).await?;
                 let detail = format!("Lance branch {line:?} of table {table:?} removed");
                 report
@@ -103,7 +104,8 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
                 lines, branches, ..
             } => {
                 drop_lines(core, &lines).await?;
-                core.fail.check("recovery::after_drop_before_record")?;
+                core.fail
+                    .check(crate::failpoints::FailPoint::RecoveryAfterDropBeforeRecord)?;
                 core.end_delete(op, &lines).await?;
                 let detail = format!("branches {branches:?}, {} Lance branches", lines.len());
                 report
@@ -133,7 +135,8 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
                     "finished"
                 } else {
                     core.inner.purge_table(&table).await?;
-                    core.fail.check("recovery::after_drop_before_record")?;
+                    core.fail
+                        .check(crate::failpoints::FailPoint::RecoveryAfterDropBeforeRecord)?;
                     "undone"
                 };
                 core.commit(Record::Abort { op }).await?;

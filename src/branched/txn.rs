@@ -148,7 +148,9 @@ impl Transaction {
             .into_iter()
             .filter_map(|(t, (line, v))| v.map(|version| (t, Some(TableRef { line, version }))))
             .collect();
-        view.core.fail.check("txn::after_apply_before_publish")?;
+        view.core
+            .fail
+            .check(crate::failpoints::FailPoint::TxnAfterApplyBeforePublish)?;
         if !tables.is_empty() {
             view.core.publish_many(&view.name, view.id, tables).await?;
         }

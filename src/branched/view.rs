@@ -126,21 +126,21 @@ impl BranchedBackend {
     }
 
     /// [`open`](Self::open) with fail points armed before recovery runs, to
-    /// crash recovery itself: each `(name, skip)` stops at hit `skip + 1`
-    /// of fail point `name`.
+    /// crash recovery itself: each `(point, skip)` stops at hit `skip + 1`
+    /// of fail point `point`.
     ///
     /// # Errors
-    /// As [`open`](Self::open); [`Error::FailPoint`] when recovery is cut;
-    /// [`Error::InvalidArgument`] for an unknown fail point.
+    /// As [`open`](Self::open); [`Error::FailPoint`] when recovery is cut.
     ///
     /// # Example
     /// ```no_run
     /// # async fn demo(inner: std::sync::Arc<lancebranch::LanceDbBackend>) -> anyhow::Result<()> {
     /// use lancebranch::branched::BranchedBackend;
+    /// use lancebranch::failpoints::FailPoint;
     /// // Cut recovery after it removed a half-made Lance branch...
     /// let _ = BranchedBackend::open_with_failpoints(
     ///     inner.clone(),
-    ///     &[("recovery::after_drop_before_record", 0)],
+    ///     &[(FailPoint::RecoveryAfterDropBeforeRecord, 0)],
     /// )
     /// .await;
     /// // ...and recover again.
@@ -150,19 +150,22 @@ impl BranchedBackend {
     #[cfg(feature = "failpoints")]
     pub async fn open_with_failpoints(
         inner: Arc<dyn BranchLines>,
-        points: &[(&str, u64)],
+        points: &[(crate::failpoints::FailPoint, u64)],
     ) -> Result<Self> {
         Self::open_armed(inner, points).await
     }
 
-    async fn open_armed(inner: Arc<dyn BranchLines>, points: &[(&str, u64)]) -> Result<Self> {
+    async fn open_armed(
+        inner: Arc<dyn BranchLines>,
+        points: &[(crate::failpoints::FailPoint, u64)],
+    ) -> Result<Self> {
         let base_uri = inner.base_uri().to_string();
         let dir = catalog_dir(&base_uri);
         let catalog = tokio::task::spawn_blocking(move || Catalog::open(dir.as_deref())).await??;
         let mut core = Core::new(inner, catalog);
         #[cfg(feature = "failpoints")]
-        for (name, skip) in points {
-            core.fail.arm(name, *skip)?;
+        for (point, skip) in points {
+            core.fail.arm(*point, *skip);
         }
         #[cfg(not(feature = "failpoints"))]
         let _ = points;
@@ -238,7 +241,9 @@ impl BranchedBackend {
         if self.pinned.is_some() {
             return Err(Error::ReadOnlyView(self.name.clone()).into());
         }
-        self.core.fail.check("fork::before_record")?;
+        self.core
+            .fail
+            .check(crate::failpoints::FailPoint::ForkBeforeRecord)?;
         let id = self.core.catalog.fresh_id();
         let (parent, parent_id, new) = (self.name.clone(), self.id, name.to_string());
         self.core
@@ -267,7 +272,9 @@ impl BranchedBackend {
     pub async fn fork_at(&self, name: &str, tag: &str) -> Result<Self> {
         validate_branch_name(name)?;
         validate_tag_name(tag)?;
-        self.core.fail.check("fork::before_record")?;
+        self.core
+            .fail
+            .check(crate::failpoints::FailPoint::ForkBeforeRecord)?;
         let id = self.core.catalog.fresh_id();
         let (tag, new) = (tag.to_string(), name.to_string());
         self.core
@@ -325,11 +332,15 @@ impl BranchedBackend {
         let target = name.to_string();
         let check = move |st: &_, pins: &[_]| deletion(st, &target, cascade, op, pins);
         let logged = self.core.commit_collecting(check, collect_op).await?;
-        self.core.fail.check("delete::after_begin")?;
+        self.core
+            .fail
+            .check(crate::failpoints::FailPoint::DeleteAfterBegin)?;
         if let Some(Record::BeginDelete { lines, .. }) = logged.first() {
             crate::branched::recovery::drop_lines(&self.core, lines).await?;
         }
-        self.core.fail.check("delete::after_drop_before_end")?;
+        self.core
+            .fail
+            .check(crate::failpoints::FailPoint::DeleteAfterDropBeforeEnd)?;
         let lines = match logged.first() {
             Some(Record::BeginDelete { lines, .. }) => lines.clone(),
             _ => Vec::new(),
@@ -345,7 +356,9 @@ impl BranchedBackend {
     /// [`Error::InvalidName`], [`Error::TagExists`], [`Error::BranchNotFound`].
     pub async fn tag(&self, name: &str) -> Result<()> {
         validate_tag_name(name)?;
-        self.core.fail.check("tag::before_record")?;
+        self.core
+            .fail
+            .check(crate::failpoints::FailPoint::TagBeforeRecord)?;
         let (tag, branch, id) = (name.to_string(), self.name.clone(), self.id);
         self.core
             .commit_if(move |st| {
@@ -471,24 +484,20 @@ impl BranchedBackend {
     }
 
     /// Arm a fail point of this store (see [`crate::failpoints`]): the next
-    /// operation that reaches it stops there as if the process died.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown name.
+    /// operation that reaches it stops there as if the process died. A
+    /// name from a command line or a config parses with
+    /// `"merge::after_begin".parse::<FailPoint>()`.
     #[cfg(feature = "failpoints")]
-    pub fn arm_failpoint(&self, name: &str) -> Result<()> {
-        self.core.fail.arm(name, 0)
+    pub fn arm_failpoint(&self, point: crate::failpoints::FailPoint) {
+        self.core.fail.arm(point, 0)
     }
 
-    /// Arm fail point `name` to stop at its hit number `skip + 1` from now
-    /// (`merge::after_table_applied` with `skip = 2` cuts a merge after its
-    /// third table).
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown name.
+    /// Arm fail point `point` to stop at its hit number `skip + 1` from
+    /// now (`merge::after_table_applied` with `skip = 2` cuts a merge after
+    /// its third table).
     #[cfg(feature = "failpoints")]
-    pub fn arm_failpoint_nth(&self, name: &str, skip: u64) -> Result<()> {
-        self.core.fail.arm(name, skip)
+    pub fn arm_failpoint_nth(&self, point: crate::failpoints::FailPoint, skip: u64) {
+        self.core.fail.arm(point, skip)
     }
 
     /// Stop at whichever fail point the store reaches after `skip` more
@@ -594,8 +603,8 @@ impl BranchedBackend {
         F: FnOnce(Arc<dyn BranchLines>, Option<String>) -> Fut + Send,
         Fut: std::future::Future<Output = Result<Option<u64>>> + Send,
     {
-        self.mutate_at(table, "write::after_commit_before_publish", f)
-            .await
+        let point = crate::failpoints::FailPoint::WriteAfterCommitBeforePublish;
+        self.mutate_at(table, point, f).await
     }
 
     /// [`mutate`](Self::mutate), naming the fail point between the commit
@@ -603,7 +612,7 @@ impl BranchedBackend {
     pub(crate) async fn mutate_at<F, Fut>(
         &self,
         table: &str,
-        point: &'static str,
+        point: crate::failpoints::FailPoint,
         f: F,
     ) -> Result<()>
     where
@@ -707,7 +716,7 @@ impl BranchedBackend {
         };
         self.core
             .fail
-            .check("create::after_dataset_before_publish")?;
+            .check(crate::failpoints::FailPoint::CreateAfterDatasetBeforePublish)?;
         let tables = vec![(table.to_string(), Some(r))];
         let no_garbage = std::collections::BTreeSet::new();
         let logged = self

@@ -135,7 +135,7 @@ impl LanceDbBackend {
 
     async fn query_for(&self, req: &ScanRequest) -> Result<lancedb::query::Query> {
         let table = self
-            .table_at(&req.table, req.branch.as_deref(), req.version)
+            .table_at(&req.table, req.line.as_deref(), req.version)
             .await?;
         let schema = table
             .schema()

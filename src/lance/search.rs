@@ -146,7 +146,7 @@ impl LanceDbBackend {
     ) -> Result<Vec<RecordBatch>> {
         check_k(k)?;
         let t = self
-            .table_at(table, opts.branch.as_deref(), opts.version)
+            .table_at(table, opts.line.as_deref(), opts.version)
             .await?;
         let schema = t.schema().await.map_err(|e| map_lancedb(e, table))?;
         let dt = column_type(table, &schema, column)?;
@@ -194,7 +194,7 @@ impl LanceDbBackend {
             .into());
         };
         let t = self
-            .table_at(table, opts.branch.as_deref(), opts.version)
+            .table_at(table, opts.line.as_deref(), opts.version)
             .await?;
         let schema = t.schema().await.map_err(|e| map_lancedb(e, table))?;
         let dt = column_type(table, &schema, column)?;

@@ -365,7 +365,7 @@ async fn bad_branch_input_is_typed_and_changes_nothing() {
     let e = main.delete_tag("nope").await.unwrap_err();
     assert!(matches!(typed(&e), Error::TagNotFound(_)), "{e:#}");
     let e = main
-        .scan(ScanRequest::table("p").on_branch("lb1"))
+        .scan(ScanRequest::table("p").on_line("lb1"))
         .await
         .unwrap_err();
     assert!(matches!(typed(&e), Error::InvalidArgument(_)), "{e:#}");

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use lancebranch::branched::BranchedBackend;
-use lancebranch::failpoints::ALL;
+use lancebranch::failpoints::{ALL, FailPoint};
 use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
 
 use crate::conformance::data::*;
@@ -30,7 +30,7 @@ async fn reopen(dir: &tempfile::TempDir) -> (Arc<LanceDbBackend>, BranchedBacken
     {
         let path = dir.path().to_str().unwrap().to_string();
         let inner = Arc::new(LanceDbBackend::open(&path).await.unwrap());
-        let cut = [("recovery::after_drop_before_record", 0)];
+        let cut = [(FailPoint::RecoveryAfterDropBeforeRecord, 0)];
         match BranchedBackend::open_with_failpoints(inner, &cut).await {
             Ok(_) => {}
             Err(e) => assert!(is_cut(&e), "recovery failed: {e:#}"),
@@ -67,7 +67,7 @@ async fn first_write_on_branch(point: &str) {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
         let b = main.fork("b").await.unwrap();
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = b
             .write("p", vec![people(3..4)], WriteMode::Append)
             .await
@@ -116,13 +116,13 @@ async fn write_before_publish(point: &str) {
         b.write("p", vec![people(10..11)], WriteMode::Append)
             .await
             .unwrap();
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = main
             .write("p", vec![people(3..4)], WriteMode::Append)
             .await
             .unwrap_err();
         assert!(is_cut(&e), "{e:#}");
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = b.delete_rows("p", "id = 0").await.unwrap_err();
         assert!(is_cut(&e), "{e:#}");
     }
@@ -147,7 +147,7 @@ async fn txn_before_publish(point: &str) {
         let (_, main) = open(&dir).await;
         main.create_table("a", vec![people(0..2)]).await.unwrap();
         main.create_table("b", vec![people(0..2)]).await.unwrap();
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = main
             .transaction()
             .write("a", vec![people(2..3)], WriteMode::Append)
@@ -180,7 +180,7 @@ async fn delete_branch_cut(point: &str) {
         b.write("p", vec![people(3..4)], WriteMode::Append)
             .await
             .unwrap();
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = main.delete_branch("b", false).await.unwrap_err();
         assert!(is_cut(&e), "{e:#}");
         // Gone from view at once, whatever happens next.
@@ -207,14 +207,14 @@ async fn crash_inside_recovery(point: &str) {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
         let b = main.fork("b").await.unwrap();
-        main.arm_failpoint("line::after_create_before_end").unwrap();
+        main.arm_failpoint(FailPoint::LineAfterCreateBeforeEnd);
         assert!(is_cut(
             &b.write("p", vec![people(3..4)], WriteMode::Append)
                 .await
                 .unwrap_err()
         ));
         // Recovery itself is cut after removing the line, before logging.
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = main.recover_staging("p").await.unwrap_err();
         assert!(is_cut(&e), "{e:#}");
     }
@@ -244,7 +244,7 @@ async fn checkpoint_cut(point: &str) {
             .await
             .unwrap();
         b.tag("t").await.unwrap();
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         assert!(is_cut(&main.checkpoint().await.unwrap_err()));
     }
     let (_, main) = reopen(&dir).await;
@@ -275,7 +275,7 @@ async fn merge_cut_nth(point: &str, skip: u64) {
         main.write("q", vec![people(9..10)], WriteMode::Append)
             .await
             .unwrap();
-        main.arm_failpoint_nth(point, skip).unwrap();
+        main.arm_failpoint_nth(point.parse().unwrap(), skip);
         let e = main.merge(&b, opts()).await.unwrap_err();
         assert!(is_cut(&e), "{point}: {e:#}");
     }
@@ -312,7 +312,7 @@ async fn fork_or_tag_cut(point: &str) {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
         main.tag("t0").await.unwrap();
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = if point.starts_with("fork") {
             main.fork("b").await.unwrap_err()
         } else {
@@ -321,7 +321,7 @@ async fn fork_or_tag_cut(point: &str) {
         assert!(is_cut(&e), "{point}: {e:#}");
         // fork_at is cut at the same point.
         if point.starts_with("fork") {
-            main.arm_failpoint(point).unwrap();
+            main.arm_failpoint(point.parse().unwrap());
             assert!(is_cut(&main.fork_at("c", "t0").await.unwrap_err()));
         }
     }
@@ -344,7 +344,7 @@ async fn replace_cut(point: &str) {
         main.create_table("p", vec![people(0..3)]).await.unwrap();
         let b = main.fork("b").await.unwrap();
         for view in [&main, &b] {
-            main.arm_failpoint(point).unwrap();
+            main.arm_failpoint(point.parse().unwrap());
             let e = view
                 .replace_table_atomic("p", vec![people(7..9)], people(0..1).schema())
                 .await
@@ -374,13 +374,13 @@ async fn create_cut(point: &str) {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
         let b = main.fork("b").await.unwrap();
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = main
             .create_table("n", vec![people(0..2)])
             .await
             .unwrap_err();
         assert!(is_cut(&e), "{point}: {e:#}");
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = b.create_table("m", vec![people(0..2)]).await.unwrap_err();
         assert!(is_cut(&e), "{point}: {e:#}");
     }
@@ -432,7 +432,7 @@ async fn collect_cut(point: &str) {
         b.write("p", vec![people(3..4)], WriteMode::Append)
             .await
             .unwrap();
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = main.drop_table("gone").await.unwrap_err();
         assert!(is_cut(&e), "{point}: {e:#}");
     }
@@ -446,7 +446,7 @@ async fn collect_cut(point: &str) {
         "{point}: dropped dataset purged"
     );
     {
-        main.arm_failpoint(point).unwrap();
+        main.arm_failpoint(point.parse().unwrap());
         let e = main.delete_branch("b", false).await.unwrap_err();
         assert!(is_cut(&e), "{point}: {e:#}");
     }
@@ -462,8 +462,8 @@ async fn collect_cut(point: &str) {
 /// Every fail point the library lists is cut by a scenario here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fail_point_recovers() {
-    for point in ALL {
-        match *point {
+    for point in ALL.iter().map(|p| p.name()) {
+        match point {
             "line::after_begin"
             | "line::after_drop_old_before_create"
             | "line::after_create_before_end" => first_write_on_branch(point).await,
@@ -491,6 +491,14 @@ async fn every_fail_point_recovers() {
 async fn unknown_fail_point_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (_, main) = open(&dir).await;
-    let e = main.arm_failpoint("nope::nowhere").unwrap_err();
-    assert!(matches!(Error::of(&e), Some(Error::InvalidArgument(_))));
+    let _ = main;
+    let e = "nope::nowhere".parse::<FailPoint>().unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)));
+    assert_eq!(
+        "merge::after_begin".parse::<FailPoint>().unwrap(),
+        FailPoint::MergeAfterBegin
+    );
+    for p in ALL {
+        assert_eq!(p.name().parse::<FailPoint>().unwrap(), *p);
+    }
 }

@@ -39,8 +39,7 @@ async fn fsck_reports_then_repairs_what_is_safe() {
         .await
         .unwrap();
     std::fs::create_dir_all(dir.path().join("p.lance/tree/zombie/_versions")).unwrap();
-    main.arm_failpoint("write::after_commit_before_publish")
-        .unwrap();
+    main.arm_failpoint(lancebranch::failpoints::FailPoint::WriteAfterCommitBeforePublish);
     let e = b
         .write("p", vec![people(9..10)], WriteMode::Append)
         .await

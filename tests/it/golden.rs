@@ -181,7 +181,10 @@ async fn write_cut_merge(path: &Path) {
         dev.delete_rows("people", "id = 1").await.unwrap();
     }
     let inner = LanceDbBackend::open(path.to_str().unwrap()).await.unwrap();
-    let cut = [("merge::after_apply_before_publish", 0)];
+    let cut = [(
+        lancebranch::failpoints::FailPoint::MergeAfterApplyBeforePublish,
+        0,
+    )];
     let main = BranchedBackend::open_with_failpoints(Arc::new(inner), &cut)
         .await
         .unwrap();

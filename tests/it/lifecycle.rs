@@ -526,8 +526,7 @@ async fn merge_recovery_restores_before_it_aborts() {
         main.write("k", vec![kv(&[(3, 30)])], WriteMode::Append)
             .await
             .unwrap();
-        main.arm_failpoint("merge::after_apply_before_publish")
-            .unwrap();
+        main.arm_failpoint(lancebranch::failpoints::FailPoint::MergeAfterApplyBeforePublish);
         let e = main.merge(&b, fail()).await.unwrap_err();
         assert!(matches!(Error::of(&e), Some(Error::FailPoint(_))));
     }

@@ -4,8 +4,6 @@
 #[macro_use]
 pub mod conformance;
 mod branched;
-mod cli;
-mod cli_data;
 mod crash_injection;
 mod fsck;
 mod fuzz_corpus;

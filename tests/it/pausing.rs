@@ -225,13 +225,13 @@ impl StorageBackend for Pausing {
     }
 
     async fn scan(&self, request: ScanRequest) -> Result<Vec<RecordBatch>> {
-        let line = Some(request.branch.as_deref());
+        let line = Some(request.line.as_deref());
         self.maybe_pause("scan", &request.table, line).await;
         StorageBackend::scan(self.lance(), request).await
     }
 
     async fn scan_stream(&self, request: ScanRequest) -> Result<RecordBatchStream> {
-        let line = Some(request.branch.as_deref());
+        let line = Some(request.line.as_deref());
         self.maybe_pause("scan_stream", &request.table, line).await;
         StorageBackend::scan_stream(self.lance(), request).await
     }
@@ -341,7 +341,7 @@ impl StorageBackend for Pausing {
         filter: FilterExpr,
         opts: VectorQueryOpts,
     ) -> Result<Vec<RecordBatch>> {
-        let line = Some(opts.branch.as_deref());
+        let line = Some(opts.line.as_deref());
         self.maybe_pause("vector_search", table, line).await;
         StorageBackend::vector_search(self.lance(), table, column, query, k, metric, filter, opts)
             .await
@@ -357,7 +357,7 @@ impl StorageBackend for Pausing {
         filter: FilterExpr,
         opts: VectorQueryOpts,
     ) -> Result<Vec<RecordBatch>> {
-        let line = Some(opts.branch.as_deref());
+        let line = Some(opts.line.as_deref());
         self.maybe_pause("multivector_search", table, line).await;
         let inner = self.lance();
         StorageBackend::multivector_search(inner, table, column, query, k, metric, filter, opts)

@@ -278,8 +278,7 @@ async fn a_crash_before_the_publish_loses_the_stream_entirely() {
         let main = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
         let b = main.fork("b").await.unwrap();
-        main.arm_failpoint("write::after_commit_before_publish")
-            .unwrap();
+        main.arm_failpoint(lancebranch::failpoints::FailPoint::WriteAfterCommitBeforePublish);
         let e = b
             .write_stream(
                 "p",

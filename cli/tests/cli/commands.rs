@@ -11,7 +11,7 @@ use lancebranch::branched::{BranchedBackend, MergeOptions};
 use lancebranch::{Error, LanceDbBackend, StorageBackend, WriteMode};
 use serde_json::Value;
 
-use crate::conformance::data::people;
+use crate::people;
 
 /// Run the binary with `args` (sequentially: each run takes the store's lock).
 pub(crate) fn lb(args: &[&str]) -> Output {
@@ -342,8 +342,7 @@ async fn recover_reports_a_merge_cut_by_a_crash() {
         b.write("p", vec![people(3..5)], WriteMode::Append)
             .await
             .unwrap();
-        main.arm_failpoint("merge::after_apply_before_publish")
-            .unwrap();
+        main.arm_failpoint(lancebranch::failpoints::FailPoint::MergeAfterApplyBeforePublish);
         let opts = MergeOptions::default().key("p", &["id"]);
         let e = main.merge(&b, opts).await.unwrap_err();
         assert!(matches!(Error::of(&e), Some(Error::FailPoint(_))), "{e:#}");

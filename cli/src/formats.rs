@@ -360,6 +360,8 @@ pub fn read_schema_for(file: &Schema, table_schema: &Schema, table: &str) -> Res
 }
 
 /// Writes batches to a file or stdout in one format.
+// One sink per export: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Sink {
     /// CSV with a header line.
     Csv(arrow_csv::Writer<Box<dyn Write + Send>>),

@@ -11,11 +11,12 @@ use std::path::Path;
 use anyhow::Result;
 use lancebranch::Error;
 use lancebranch::branched::{ConflictPolicy, MergeOptions};
+use lancebranch::failpoints::FailPoint;
 
 use crate::commands::open;
 
 /// The fail point the crash is injected at.
-pub const FAIL_POINT: &str = "merge::after_apply_before_publish";
+pub const FAIL_POINT: FailPoint = FailPoint::MergeAfterApplyBeforePublish;
 
 /// The exit code of a child that crashed as planned.
 pub const CRASH_EXIT: i32 = 86;
@@ -24,7 +25,7 @@ pub const CRASH_EXIT: i32 = 86;
 pub async fn run(dir: &Path, source: &str, into: &str) -> Result<u8> {
     let main = open(dir).await?;
     let (src, target) = (main.branch(source)?, main.branch(into)?);
-    target.arm_failpoint(FAIL_POINT)?;
+    target.arm_failpoint(FAIL_POINT);
     let opts = MergeOptions::default().default_policy(ConflictPolicy::Theirs);
     match target.merge(&src, opts).await {
         Err(e) if matches!(Error::of(&e), Some(Error::FailPoint(_))) => {
