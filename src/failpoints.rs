@@ -209,3 +209,42 @@ impl FailPoints {
         self.armed.lock().unwrap_or_else(|p| p.into_inner()).hits
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz inputs name points by their position in [`ALL`]: points are
+    /// only ever appended. This list is frozen; a new point goes at the
+    /// end of both.
+    #[test]
+    fn points_keep_their_positions() {
+        let frozen = [
+            "line::after_begin",
+            "line::after_drop_old_before_create",
+            "line::after_create_before_end",
+            "write::after_commit_before_publish",
+            "txn::after_apply_before_publish",
+            "delete::after_begin",
+            "delete::after_drop_before_end",
+            "recovery::after_drop_before_record",
+            "checkpoint::after_write_before_truncate",
+            "merge::after_begin",
+            "merge::after_apply_before_publish",
+            "fork::before_record",
+            "tag::before_record",
+            "replace::after_commit_before_publish",
+            "create::after_dataset_before_publish",
+            "merge::after_table_applied",
+            "collect::after_begin",
+            "collect::after_drop_before_end",
+        ];
+        let names: Vec<&str> = ALL.iter().map(|p| p.name()).collect();
+        assert!(names.len() >= frozen.len());
+        assert_eq!(&names[..frozen.len()], &frozen[..]);
+        for p in ALL {
+            assert_eq!(p.name().parse::<FailPoint>().ok(), Some(*p));
+            assert_eq!(p.to_string(), p.name());
+        }
+    }
+}

@@ -209,56 +209,10 @@ pub enum Command {
     /// streamed in batches and published once (a failed import changes
     /// nothing). Creates the table when missing (schema inferred from the
     /// file's first 1000 records, `--key` stored as its primary key).
-    Import {
-        /// The table.
-        table: String,
-        /// The file (its extension names the format: .csv, .json/.jsonl,
-        /// .parquet).
-        file: PathBuf,
-        /// The branch written to.
-        #[arg(long, default_value = "main")]
-        branch: String,
-        /// The format, if the extension does not say.
-        #[arg(long, value_parser = formats::Format::parse)]
-        format: Option<formats::Format>,
-        /// create: a new table; append / overwrite / upsert (update rows
-        /// whose key matches, insert the others): create it when missing.
-        #[arg(long, value_enum, default_value = "append")]
-        mode: transfer::ImportMode,
-        /// Key columns, comma-separated: the primary key of a table the
-        /// import creates, and what upsert matches on (default: the
-        /// table's primary key).
-        #[arg(long, value_delimiter = ',')]
-        key: Option<Vec<String>>,
-    },
+    Import(transfer::Import),
     /// Export a table (on a branch or at a tag) to a file or stdout as CSV,
     /// JSON lines or Parquet, streamed.
-    Export {
-        /// The table.
-        table: String,
-        /// The branch read.
-        #[arg(long, default_value = "main", conflicts_with = "at")]
-        branch: String,
-        /// Read what this tag pins instead.
-        #[arg(long)]
-        at: Option<String>,
-        /// A SQL filter (a WHERE clause without the keyword).
-        #[arg(long)]
-        filter: Option<String>,
-        /// Only these columns, in this order.
-        #[arg(long, value_delimiter = ',')]
-        columns: Option<Vec<String>>,
-        /// The format (default: the output's extension; csv on stdout).
-        #[arg(long, value_parser = formats::Format::parse)]
-        format: Option<formats::Format>,
-        /// The output file, or `-` for stdout (then a summary, if any,
-        /// goes to stderr).
-        #[arg(short = 'o', long = "output", default_value = "-")]
-        output: PathBuf,
-        /// Sort the rows by these columns (holds the rows in memory).
-        #[arg(long, value_delimiter = ',')]
-        order_by: Option<Vec<String>>,
-    },
+    Export(transfer::Export),
     /// Delete the rows matching a SQL filter (a blank filter is refused);
     /// prints how many were removed.
     DeleteRows {
@@ -365,46 +319,8 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
             limit,
             columns,
         } => data::scan(&store, out, &table, &branch, filter, limit, columns).await,
-        Command::Import {
-            table,
-            file,
-            branch,
-            format,
-            mode,
-            key,
-        } => {
-            let args = transfer::Import {
-                table,
-                file,
-                branch,
-                format,
-                mode,
-                key,
-            };
-            transfer::import(&store, out, args).await
-        }
-        Command::Export {
-            table,
-            branch,
-            at,
-            filter,
-            columns,
-            format,
-            output,
-            order_by,
-        } => {
-            let args = transfer::Export {
-                table,
-                branch,
-                at,
-                filter,
-                columns,
-                format,
-                output,
-                order_by,
-            };
-            transfer::export(&store, out, args).await
-        }
+        Command::Import(args) => transfer::import(&store, out, args).await,
+        Command::Export(args) => transfer::export(&store, out, args).await,
         Command::DeleteRows {
             table,
             filter,

@@ -35,19 +35,27 @@ pub enum ImportMode {
 }
 
 /// `import`'s arguments.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Import {
     /// The table.
     pub table: String,
-    /// The file.
+    /// The file (its extension names the format: .csv, .json/.jsonl,
+    /// .parquet).
     pub file: PathBuf,
     /// The branch written to.
+    #[arg(long, default_value = "main")]
     pub branch: String,
-    /// The format, when the extension does not say.
-    pub format: Option<Format>,
-    /// How to write.
+    /// The format, if the extension does not say.
+    #[arg(long, value_parser = crate::formats::Format::parse)]
+    pub format: Option<crate::formats::Format>,
+    /// create: a new table; append / overwrite / upsert (update rows
+    /// whose key matches, insert the others): create it when missing.
+    #[arg(long, value_enum, default_value = "append")]
     pub mode: ImportMode,
-    /// The key columns.
+    /// Key columns, comma-separated: the primary key of a table the
+    /// import creates, and what upsert matches on (default: the
+    /// table's primary key).
+    #[arg(long, value_delimiter = ',')]
     pub key: Option<Vec<String>>,
 }
 
@@ -274,23 +282,31 @@ fn report_import(
 }
 
 /// `export`'s arguments.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Export {
     /// The table.
     pub table: String,
     /// The branch read.
+    #[arg(long, default_value = "main", conflicts_with = "at")]
     pub branch: String,
     /// Read what this tag pins instead.
+    #[arg(long)]
     pub at: Option<String>,
-    /// A SQL filter.
+    /// A SQL filter (a WHERE clause without the keyword).
+    #[arg(long)]
     pub filter: Option<String>,
-    /// Only these columns.
+    /// Only these columns, in this order.
+    #[arg(long, value_delimiter = ',')]
     pub columns: Option<Vec<String>>,
-    /// The format, when the output's extension does not say.
-    pub format: Option<Format>,
-    /// The output file, or `-` for stdout.
+    /// The format (default: the output's extension; csv on stdout).
+    #[arg(long, value_parser = crate::formats::Format::parse)]
+    pub format: Option<crate::formats::Format>,
+    /// The output file, or `-` for stdout (then a summary, if any,
+    /// goes to stderr).
+    #[arg(short = 'o', long = "output", default_value = "-")]
     pub output: PathBuf,
-    /// Sort by these columns (in memory).
+    /// Sort the rows by these columns (holds the rows in memory).
+    #[arg(long, value_delimiter = ',')]
     pub order_by: Option<Vec<String>>,
 }
 
