@@ -24,6 +24,7 @@ use crate::branched::format::{
     check_continuity, check_format, read_checkpoint, upgrade_format, write_checkpoint,
 };
 use crate::branched::names::MAIN;
+use crate::failpoints::FailPoint;
 
 /// How many records between checkpoints.
 const CHECKPOINT_EVERY: u64 = 1024;
@@ -904,7 +905,7 @@ impl Catalog {
         write_checkpoint(dir, &state)?;
         self.last_checkpoint
             .store(state.applied, std::sync::atomic::Ordering::Relaxed);
-        fail.check(crate::failpoints::FailPoint::CheckpointAfterWriteBeforeTruncate)?;
+        fail.check(FailPoint::CheckpointAfterWriteBeforeTruncate)?;
         self.wal
             .truncate_before(Lsn(state.applied + 1))
             .context("truncating the catalog log")?;

@@ -16,6 +16,7 @@ use crate::backend::{
 };
 use crate::branched::catalog::{TableRef, line_owner};
 use crate::branched::view::BranchedBackend;
+use crate::failpoints::FailPoint;
 
 impl BranchedBackend {
     fn inner_scan(&self, req: ScanRequest) -> Result<ScanRequest> {
@@ -48,7 +49,7 @@ impl BranchedBackend {
         })
     }
 
-    fn exists_here(&self, name: &str) -> Result<bool> {
+    pub(crate) fn exists_here(&self, name: &str) -> Result<bool> {
         match self.table_ref(name) {
             Ok(_) => Ok(true),
             Err(e) if matches!(Error::of(&e), Some(Error::TableNotFound(_))) => Ok(false),
@@ -314,7 +315,7 @@ impl StorageBackend for BranchedBackend {
             let result = if self.exists_here(name)? {
                 self.mutate_at(
                     name,
-                    crate::failpoints::FailPoint::ReplaceAfterCommitBeforePublish,
+                    FailPoint::ReplaceAfterCommitBeforePublish,
                     move |inner, line| async move {
                         inner
                             .overwrite_line(name, line.as_deref(), b, s)

@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use crate::backend::{BranchLines, Error};
 use crate::branched::catalog::{BranchMeta, Catalog, CatalogState, Record, TableRef, line_owner};
+use crate::failpoints::FailPoint;
 
 /// State shared by all views of one store.
 pub(crate) struct Core {
@@ -368,8 +369,7 @@ impl Core {
         lines: &[(String, String)],
         tables: &[String],
     ) -> Result<()> {
-        self.fail
-            .check(crate::failpoints::FailPoint::CollectAfterBegin)?;
+        self.fail.check(FailPoint::CollectAfterBegin)?;
         let pins = self.catalog.pinned();
         let held = self.catalog.read().pinned_lines(&pins);
         let free: Vec<(String, String)> = lines
@@ -397,8 +397,7 @@ impl Core {
             self.inner.invalidate_cache(t);
             self.inner.purge_table(t).await?;
         }
-        self.fail
-            .check(crate::failpoints::FailPoint::CollectAfterDropBeforeEnd)?;
+        self.fail.check(FailPoint::CollectAfterDropBeforeEnd)?;
         if !deferred {
             self.commit(Record::EndCollect { op }).await?;
         }
@@ -503,14 +502,12 @@ impl Core {
             .map(|_| chosen)
         })
         .await??;
-        self.fail
-            .check(crate::failpoints::FailPoint::LineAfterBegin)?;
+        self.fail.check(FailPoint::LineAfterBegin)?;
         if stale {
             // A line left by an earlier, unpublished attempt is replaced.
             self.inner.drop_line(table, &line).await?;
         }
-        self.fail
-            .check(crate::failpoints::FailPoint::LineAfterDropOldBeforeCreate)?;
+        self.fail.check(FailPoint::LineAfterDropOldBeforeCreate)?;
         if let Err(e) = self
             .inner
             .create_line(table, &line, from.line.as_deref(), from.version)
@@ -519,8 +516,7 @@ impl Core {
             self.abandon(&[Record::EndLine { op }]).await;
             return Err(e);
         }
-        self.fail
-            .check(crate::failpoints::FailPoint::LineAfterCreateBeforeEnd)?;
+        self.fail.check(FailPoint::LineAfterCreateBeforeEnd)?;
         self.end_with_publish(id, table, Record::EndLine { op });
         self.inner.notify_table_created(table).await;
         Ok(line)

@@ -43,6 +43,7 @@ pub use crate::branched::report::{
     TableMergeStats,
 };
 use crate::branched::view::BranchedBackend;
+use crate::failpoints::FailPoint;
 
 fn literal(a: &dyn Array, i: usize) -> Result<Literal> {
     use arrow_array::cast::AsArray;
@@ -688,9 +689,7 @@ impl BranchedBackend {
                 source: source.name.clone(),
             })
             .await?;
-        self.core
-            .fail
-            .check(crate::failpoints::FailPoint::MergeAfterBegin)?;
+        self.core.fail.check(FailPoint::MergeAfterBegin)?;
         let names: Vec<String> = plans.iter().map(|p| p.table.clone()).collect();
         let mut candidates = self.old_base_tables(st, source);
         // Dataset locks of tables the merge creates, held to the publish.
@@ -706,7 +705,7 @@ impl BranchedBackend {
         };
         self.core
             .fail
-            .check(crate::failpoints::FailPoint::MergeAfterApplyBeforePublish)?;
+            .check(FailPoint::MergeAfterApplyBeforePublish)?;
         let end = self.merge_end(source, &refs, scur, Some(op));
         let logged = self
             .core
@@ -763,9 +762,7 @@ impl BranchedBackend {
                 let r = self.create_unpublished(&t, rows, schema).await?;
                 published.push((t.clone(), Some(r.version)));
                 refs.push((t, Some(r)));
-                self.core
-                    .fail
-                    .check(crate::failpoints::FailPoint::MergeAfterTableApplied)?;
+                self.core.fail.check(FailPoint::MergeAfterTableApplied)?;
                 continue;
             }
             if plan.actions.is_empty() && plan.add_columns.is_none() {
@@ -849,9 +846,7 @@ impl BranchedBackend {
             }
             published.push((t.clone(), Some(version)));
             refs.push((t, Some(TableRef { line, version })));
-            self.core
-                .fail
-                .check(crate::failpoints::FailPoint::MergeAfterTableApplied)?;
+            self.core.fail.check(FailPoint::MergeAfterTableApplied)?;
         }
         Ok((refs, published))
     }

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::backend::Error;
 use crate::branched::catalog::Record;
 use crate::branched::core::Core;
+use crate::failpoints::FailPoint;
 
 /// What recovery did when a store was opened: one entry per operation a
 /// crash had interrupted. Empty after a clean shutdown.
@@ -92,8 +93,7 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
         match rec {
             Record::BeginLine { table, line, .. } => {
                 drop_lines(core, &[(table.clone(), line.clone())]).await?;
-                core.fail
-                    .check(crate::failpoints::FailPoint::RecoveryAfterDropBeforeRecord)?;
+                core.fail.check(FailPoint::RecoveryAfterDropBeforeRecord)?;
                 core.commit(Record::Abort { op }).await?;
                 let detail = format!("Lance branch {line:?} of table {table:?} removed");
                 report
@@ -104,8 +104,7 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
                 lines, branches, ..
             } => {
                 drop_lines(core, &lines).await?;
-                core.fail
-                    .check(crate::failpoints::FailPoint::RecoveryAfterDropBeforeRecord)?;
+                core.fail.check(FailPoint::RecoveryAfterDropBeforeRecord)?;
                 core.end_delete(op, &lines).await?;
                 let detail = format!("branches {branches:?}, {} Lance branches", lines.len());
                 report
@@ -135,8 +134,7 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
                     "finished"
                 } else {
                     core.inner.purge_table(&table).await?;
-                    core.fail
-                        .check(crate::failpoints::FailPoint::RecoveryAfterDropBeforeRecord)?;
+                    core.fail.check(FailPoint::RecoveryAfterDropBeforeRecord)?;
                     "undone"
                 };
                 core.commit(Record::Abort { op }).await?;

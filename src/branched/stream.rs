@@ -115,26 +115,27 @@ impl BranchedBackend {
         let mut chunks = chunked(input, table, schema.clone(), rows.clone());
         let lock = self.core.user_lock(self.branch_name(), table);
         let _u = lock.lock().await;
-        let exists = match self.table_ref(table) {
-            Ok(_) => true,
-            Err(e) if matches!(Error::of(&e), Some(Error::TableNotFound(_))) => false,
-            Err(e) => return Err(e),
-        };
+        let exists = self.exists_here(table)?;
         let mut stats = StreamStats::default();
         if exists && mode == StreamMode::Create {
             return Err(Error::TableExists(table.to_string()).into());
         }
         if exists {
-            let before = self.count_rows(table, None).await? as u64;
+            // Only an upsert needs the counts to tell inserts from updates.
+            let upsert = matches!(mode, StreamMode::Upsert { .. });
+            let before = if upsert {
+                self.count_rows(table, None).await? as u64
+            } else {
+                0
+            };
             self.stream_into(table, schema, chunks, &mode).await?;
-            let after = self.count_rows(table, None).await? as u64;
             stats.rows = rows.load(Ordering::Relaxed);
-            (stats.inserted, stats.updated) = match mode {
-                StreamMode::Upsert { .. } => {
-                    let ins = after.saturating_sub(before);
-                    (ins, stats.rows.saturating_sub(ins))
-                }
-                _ => (stats.rows, 0),
+            (stats.inserted, stats.updated) = if upsert {
+                let after = self.count_rows(table, None).await? as u64;
+                let ins = after.saturating_sub(before);
+                (ins, stats.rows.saturating_sub(ins))
+            } else {
+                (stats.rows, 0)
             };
         } else {
             // An upsert starts from an empty table (a key repeated in the

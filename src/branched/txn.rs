@@ -9,6 +9,7 @@ use arrow_schema::SchemaRef;
 use crate::backend::{WriteMode, validate_table_name};
 use crate::branched::catalog::TableRef;
 use crate::branched::view::BranchedBackend;
+use crate::failpoints::FailPoint;
 
 enum Op {
     Write(Vec<RecordBatch>, WriteMode),
@@ -150,7 +151,7 @@ impl Transaction {
             .collect();
         view.core
             .fail
-            .check(crate::failpoints::FailPoint::TxnAfterApplyBeforePublish)?;
+            .check(FailPoint::TxnAfterApplyBeforePublish)?;
         if !tables.is_empty() {
             view.core.publish_many(&view.name, view.id, tables).await?;
         }

@@ -12,6 +12,7 @@ use crate::backend::{BranchLines, Error, validate_table_name};
 use crate::branched::catalog::{Catalog, PinGuard, Record, TableRef, line_owner};
 use crate::branched::core::Core;
 use crate::branched::names::{MAIN, validate_branch_name, validate_tag_name};
+use crate::failpoints::FailPoint;
 
 /// A view of one branch of a branched store. It implements
 /// [`StorageBackend`](crate::StorageBackend), so an engine uses a branch
@@ -241,9 +242,7 @@ impl BranchedBackend {
         if self.pinned.is_some() {
             return Err(Error::ReadOnlyView(self.name.clone()).into());
         }
-        self.core
-            .fail
-            .check(crate::failpoints::FailPoint::ForkBeforeRecord)?;
+        self.core.fail.check(FailPoint::ForkBeforeRecord)?;
         let id = self.core.catalog.fresh_id();
         let (parent, parent_id, new) = (self.name.clone(), self.id, name.to_string());
         self.core
@@ -272,9 +271,7 @@ impl BranchedBackend {
     pub async fn fork_at(&self, name: &str, tag: &str) -> Result<Self> {
         validate_branch_name(name)?;
         validate_tag_name(tag)?;
-        self.core
-            .fail
-            .check(crate::failpoints::FailPoint::ForkBeforeRecord)?;
+        self.core.fail.check(FailPoint::ForkBeforeRecord)?;
         let id = self.core.catalog.fresh_id();
         let (tag, new) = (tag.to_string(), name.to_string());
         self.core
@@ -332,20 +329,14 @@ impl BranchedBackend {
         let target = name.to_string();
         let check = move |st: &_, pins: &[_]| deletion(st, &target, cascade, op, pins);
         let logged = self.core.commit_collecting(check, collect_op).await?;
-        self.core
-            .fail
-            .check(crate::failpoints::FailPoint::DeleteAfterBegin)?;
-        if let Some(Record::BeginDelete { lines, .. }) = logged.first() {
-            crate::branched::recovery::drop_lines(&self.core, lines).await?;
-        }
-        self.core
-            .fail
-            .check(crate::failpoints::FailPoint::DeleteAfterDropBeforeEnd)?;
-        let lines = match logged.first() {
-            Some(Record::BeginDelete { lines, .. }) => lines.clone(),
-            _ => Vec::new(),
+        self.core.fail.check(FailPoint::DeleteAfterBegin)?;
+        let lines: &[(String, String)] = match logged.first() {
+            Some(Record::BeginDelete { lines, .. }) => lines,
+            _ => &[],
         };
-        self.core.end_delete(op, &lines).await?;
+        crate::branched::recovery::drop_lines(&self.core, lines).await?;
+        self.core.fail.check(FailPoint::DeleteAfterDropBeforeEnd)?;
+        self.core.end_delete(op, lines).await?;
         self.core.run_collects(&logged).await
     }
 
@@ -356,9 +347,7 @@ impl BranchedBackend {
     /// [`Error::InvalidName`], [`Error::TagExists`], [`Error::BranchNotFound`].
     pub async fn tag(&self, name: &str) -> Result<()> {
         validate_tag_name(name)?;
-        self.core
-            .fail
-            .check(crate::failpoints::FailPoint::TagBeforeRecord)?;
+        self.core.fail.check(FailPoint::TagBeforeRecord)?;
         let (tag, branch, id) = (name.to_string(), self.name.clone(), self.id);
         self.core
             .commit_if(move |st| {
@@ -603,7 +592,7 @@ impl BranchedBackend {
         F: FnOnce(Arc<dyn BranchLines>, Option<String>) -> Fut + Send,
         Fut: std::future::Future<Output = Result<Option<u64>>> + Send,
     {
-        let point = crate::failpoints::FailPoint::WriteAfterCommitBeforePublish;
+        let point = FailPoint::WriteAfterCommitBeforePublish;
         self.mutate_at(table, point, f).await
     }
 
@@ -716,7 +705,7 @@ impl BranchedBackend {
         };
         self.core
             .fail
-            .check(crate::failpoints::FailPoint::CreateAfterDatasetBeforePublish)?;
+            .check(FailPoint::CreateAfterDatasetBeforePublish)?;
         let tables = vec![(table.to_string(), Some(r))];
         let no_garbage = std::collections::BTreeSet::new();
         let logged = self
