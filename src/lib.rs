@@ -34,6 +34,8 @@
 
 pub mod backend;
 pub mod branched;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod failpoints;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -10,8 +10,8 @@ use lancebranch::branched::BranchedBackend;
 use lancebranch::lance::LanceDbOptions;
 use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
 
-use crate::conformance::data::*;
-use crate::conformance::{Factory, Store, typed};
+use lancebranch::conformance::data::*;
+use lancebranch::conformance::{Factory, Store, typed};
 
 /// Views at a given fork depth (0 = main) over a fresh local store.
 pub struct View(pub usize);
@@ -33,14 +33,14 @@ impl Factory for View {
         }
         Store {
             backend: Arc::new(view),
-            _keep: vec![Box::new(dir)],
+            keep: vec![Box::new(dir)],
         }
     }
 }
 
-conformance_suite!(branched_main, crate::branched::View(0));
-conformance_suite!(branched_fresh_branch, crate::branched::View(1));
-conformance_suite!(branched_nested_3, crate::branched::View(3));
+lancebranch::conformance_suite!(branched_main, crate::branched::View(0));
+lancebranch::conformance_suite!(branched_fresh_branch, crate::branched::View(1));
+lancebranch::conformance_suite!(branched_nested_3, crate::branched::View(3));
 
 async fn ids(b: &BranchedBackend, t: &str) -> Vec<i64> {
     ints(&b.scan(ScanRequest::table(t)).await.unwrap(), "id")

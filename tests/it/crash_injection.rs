@@ -10,7 +10,7 @@ use lancebranch::branched::BranchedBackend;
 use lancebranch::failpoints::{ALL, FailPoint};
 use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
 
-use crate::conformance::data::*;
+use lancebranch::conformance::data::*;
 
 async fn open(dir: &tempfile::TempDir) -> (Arc<LanceDbBackend>, BranchedBackend) {
     let path = dir.path().to_str().unwrap().to_string();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use lancebranch::branched::{BranchedBackend, FsckProblem};
 use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
 
-use crate::conformance::data::*;
+use lancebranch::conformance::data::*;
 
 async fn ids(b: &BranchedBackend, t: &str) -> Vec<i64> {
     ints(&b.scan(ScanRequest::table(t)).await.unwrap(), "id")

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use lancebranch::branched::{BranchedBackend, Record, read_catalog_offline};
 use lancebranch::{LanceDbBackend, StorageBackend};
 
-use crate::conformance::data::people;
+use lancebranch::conformance::data::people;
 
 async fn open(uri: &str) -> BranchedBackend {
     let inner = Arc::new(LanceDbBackend::open(uri).await.unwrap());

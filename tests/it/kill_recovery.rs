@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use lancebranch::branched::{BranchedBackend, ConflictPolicy, MergeOptions};
 use lancebranch::{LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
 
-use crate::conformance::data::*;
+use lancebranch::conformance::data::*;
 
 const CHILD_ENV: &str = "LANCEBRANCH_KILL_CHILD";
 const KILLS: usize = 20;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use lancebranch::lance::LanceDbOptions;
 use lancebranch::{LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
 
-use crate::conformance::data::*;
-use crate::conformance::{Factory, Store};
+use lancebranch::conformance::data::*;
+use lancebranch::conformance::{Factory, Store};
 
 pub struct LocalDurable;
 pub struct Memory;
@@ -23,7 +23,7 @@ impl Factory for LocalDurable {
         let backend = LanceDbBackend::open(&path).await.expect("open store");
         Store {
             backend: Arc::new(backend),
-            _keep: vec![Box::new(dir)],
+            keep: vec![Box::new(dir)],
         }
     }
 }
@@ -36,13 +36,13 @@ impl Factory for Memory {
         let backend = LanceDbBackend::open(&uri).await.expect("open memory store");
         Store {
             backend: Arc::new(backend),
-            _keep: vec![],
+            keep: vec![],
         }
     }
 }
 
-conformance_suite!(lance_local_durable, crate::lance_backend::LocalDurable);
-conformance_suite!(lance_memory, crate::lance_backend::Memory);
+lancebranch::conformance_suite!(lance_local_durable, crate::lance_backend::LocalDurable);
+lancebranch::conformance_suite!(lance_memory, crate::lance_backend::Memory);
 
 async fn local() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();

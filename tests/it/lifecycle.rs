@@ -16,8 +16,8 @@ use lancebranch::branched::{
 use lancebranch::lance::LanceDbOptions;
 use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
 
-use crate::conformance::data::*;
 use crate::pausing::Pausing;
+use lancebranch::conformance::data::*;
 
 /// `id` (the key, in metadata) and `a`.
 fn keyed() -> SchemaRef {

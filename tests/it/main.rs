@@ -1,8 +1,6 @@
 //! The one integration-test binary (every file directly under `tests/`
 //! links all of Lance, so the suites live here as modules).
 
-#[macro_use]
-pub mod conformance;
 mod branched;
 mod crash_injection;
 mod fsck;

@@ -11,8 +11,8 @@ use lancebranch::branched::{
 };
 use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
 
-use crate::conformance::data::ints;
-use crate::conformance::typed;
+use lancebranch::conformance::data::ints;
+use lancebranch::conformance::typed;
 
 /// `id` (key, in metadata), `a`, `b`.
 fn schema() -> SchemaRef {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use lancebranch::branched::{BranchedBackend, MergeOptions};
 use lancebranch::{LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
 
-use crate::conformance::data::*;
+use lancebranch::conformance::data::*;
 
 #[derive(Debug, Clone, Copy)]
 enum Op {

@@ -11,7 +11,7 @@ use lancebranch::backend::BranchLines;
 use lancebranch::branched::{BranchedBackend, PRIMARY_KEY_METADATA, StreamMode};
 use lancebranch::{Error, LanceDbBackend, StorageBackend};
 
-use crate::conformance::data::*;
+use lancebranch::conformance::data::*;
 
 async fn open(dir: &tempfile::TempDir) -> BranchedBackend {
     let path = dir.path().to_str().unwrap().to_string();

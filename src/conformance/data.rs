@@ -68,6 +68,7 @@ pub fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
     out
 }
 
+/// The dimension of the vectors of [`vectors`].
 pub const DIM: i32 = 4;
 
 /// `id: Int64, v: FixedSizeList<f32, 4>, text: Utf8, tags: List<Utf8>`.

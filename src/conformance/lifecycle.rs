@@ -1,10 +1,11 @@
 //! Table lifecycle, names, caches, capabilities.
 
-use lancebranch::{Error, ScanRequest, StorageBackend, WriteMode};
+use crate::{Error, ScanRequest, StorageBackend, WriteMode};
 
 use super::data::*;
 use super::{Factory, typed};
 
+/// Create, list, open, drop and re-create tables; typed errors for missing and existing ones.
 pub async fn table_lifecycle(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -56,6 +57,7 @@ pub async fn table_lifecycle(f: &dyn Factory) {
     assert!(matches!(typed(&err), Error::TableNotFound(_)), "{err:#}");
 }
 
+/// `open_or_create_table` creates once and then opens; dropping a missing table is a typed error.
 pub async fn open_or_create_and_drop(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -87,6 +89,7 @@ pub async fn open_or_create_and_drop(f: &dyn Factory) {
     );
 }
 
+/// Every method refuses an invalid table name with a typed error and changes nothing.
 pub async fn invalid_names_refused_everywhere(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -138,6 +141,8 @@ pub async fn invalid_names_refused_everywhere(f: &dyn Factory) {
     assert_eq!(b.count_rows("ok", None).await.unwrap(), 2);
 }
 
+/// The cache hooks (`invalidate_cache`, `clear_cache`, `notify_table_created`) never make
+/// answers wrong.
 pub async fn cache_calls_keep_answers_right(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -159,6 +164,7 @@ pub async fn cache_calls_keep_answers_right(f: &dyn Factory) {
     b.notify_table_created("a/b").await;
 }
 
+/// The backend supports vector, full-text and scalar-index search and names a base URI.
 pub async fn capabilities_and_base_uri(f: &dyn Factory) {
     let s = f.make().await;
     let b: &dyn StorageBackend = s.backend.as_ref();

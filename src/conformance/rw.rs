@@ -3,14 +3,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::{Error, FilterExpr, ScanRequest, WriteMode};
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use futures::TryStreamExt;
-use lancebranch::{Error, FilterExpr, ScanRequest, WriteMode};
 
 use super::data::*;
 use super::{Factory, typed};
 
+/// Scans honour projection, filter, limit and offset.
 pub async fn scan_projection_filter_limit(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -65,6 +66,7 @@ pub async fn scan_projection_filter_limit(f: &dyn Factory) {
     );
 }
 
+/// A streamed scan returns exactly the rows of the collecting scan.
 pub async fn scan_stream_matches_scan(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -91,6 +93,7 @@ pub async fn scan_stream_matches_scan(f: &dyn Factory) {
     );
 }
 
+/// A scan of an empty table returns no rows and keeps the schema.
 pub async fn scan_of_empty_table(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -107,6 +110,7 @@ pub async fn scan_of_empty_table(f: &dyn Factory) {
     assert_eq!(b.count_rows("e", Some("id > 0")).await.unwrap(), 0);
 }
 
+/// `schema` and `count_rows` (with and without a filter) agree with the rows written.
 pub async fn schema_and_count(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -122,6 +126,7 @@ pub async fn schema_and_count(f: &dyn Factory) {
     assert!(matches!(typed(&err), Error::TableNotFound(_)), "{err:#}");
 }
 
+/// Malformed or trailing-text filters get a typed error and change nothing.
 pub async fn bad_filters_are_typed_and_change_nothing(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -157,6 +162,7 @@ pub async fn bad_filters_are_typed_and_change_nothing(f: &dyn Factory) {
     assert_eq!(b.get_table_version("p").await.unwrap(), v0);
 }
 
+/// Appends add rows; an overwrite replaces them all.
 pub async fn append_and_overwrite(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -204,6 +210,7 @@ pub async fn append_and_overwrite(f: &dyn Factory) {
     assert!(matches!(typed(&err), Error::TableNotFound(_)), "{err:#}");
 }
 
+/// An overwrite may change the table's schema.
 pub async fn overwrite_with_new_schema(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -223,6 +230,7 @@ pub async fn overwrite_with_new_schema(f: &dyn Factory) {
     assert_eq!(b.count_rows("p", None).await.unwrap(), 4);
 }
 
+/// An append with a mismatched schema is refused and changes nothing.
 pub async fn append_schema_mismatch_changes_nothing(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -285,6 +293,7 @@ fn name_age(ids: &[i64], names: &[&str]) -> RecordBatch {
     .unwrap()
 }
 
+/// `merge_insert` updates matching rows and inserts the others, as asked.
 pub async fn merge_insert_updates_only_matches(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -340,6 +349,7 @@ pub async fn merge_insert_updates_only_matches(f: &dyn Factory) {
     assert_eq!(b.count_rows("p", None).await.unwrap(), 5);
 }
 
+/// `merge_insert` with bad keys or batches gets a typed error and changes nothing.
 pub async fn merge_insert_bad_input(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -374,6 +384,7 @@ pub async fn merge_insert_bad_input(f: &dyn Factory) {
     assert_eq!(b.get_table_version("p").await.unwrap(), v0);
 }
 
+/// `delete_rows` removes exactly the rows its filter matches.
 pub async fn delete_rows_by_filter(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -391,6 +402,7 @@ pub async fn delete_rows_by_filter(f: &dyn Factory) {
     assert!(matches!(typed(&e), Error::TableNotFound(_)), "{e:#}");
 }
 
+/// `replace_table` swaps the contents whole, for new and existing tables.
 pub async fn replace_table_atomic_cases(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -428,6 +440,7 @@ pub async fn replace_table_atomic_cases(f: &dyn Factory) {
     assert_eq!(b.count_rows("fresh", None).await.unwrap(), 2);
 }
 
+/// Readers running during `replace_table` see the old or the new contents, never a mix.
 pub async fn replace_is_atomic_for_concurrent_readers(f: &dyn Factory) {
     let s = f.make().await;
     let b = s.backend.clone();
@@ -469,6 +482,7 @@ pub async fn replace_is_atomic_for_concurrent_readers(f: &dyn Factory) {
     );
 }
 
+/// The table write guard serializes concurrent read-modify-write tasks.
 pub async fn lock_serializes_read_modify_write(f: &dyn Factory) {
     let s = f.make().await;
     let b = s.backend.clone();
@@ -494,6 +508,7 @@ pub async fn lock_serializes_read_modify_write(f: &dyn Factory) {
     );
 }
 
+/// Concurrent appends from many tasks lose no row.
 pub async fn concurrent_appends_lose_nothing(f: &dyn Factory) {
     let s = f.make().await;
     let b = s.backend.clone();
@@ -521,6 +536,7 @@ pub async fn concurrent_appends_lose_nothing(f: &dyn Factory) {
     assert_eq!(ids, want);
 }
 
+/// Versions advance with each write; reads at a version and rollback return that version's rows.
 pub async fn versions_and_rollback(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -570,6 +586,7 @@ pub async fn versions_and_rollback(f: &dyn Factory) {
     assert_eq!(b.count_rows("p", None).await.unwrap(), 4);
 }
 
+/// `optimize` compacts without changing the rows.
 pub async fn optimize_keeps_contents(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -594,6 +611,8 @@ pub async fn optimize_keeps_contents(f: &dyn Factory) {
     assert!(matches!(typed(&e), Error::TableNotFound(_)), "{e:#}");
 }
 
+/// `recover_staging` can run any number of times, on missing tables too, and changes
+/// nothing visible.
 pub async fn recover_staging_is_idempotent(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;

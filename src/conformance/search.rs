@@ -1,6 +1,6 @@
 //! Vector, multi-vector and full-text search; vector, FTS and scalar indexes.
 
-use lancebranch::{
+use crate::{
     DistanceMetric, Error, FilterExpr, IndexKind, ScalarIndexType, ScanRequest, VectorIndexKind,
     VectorIndexParams, VectorQueryOpts,
 };
@@ -8,6 +8,7 @@ use lancebranch::{
 use super::data::*;
 use super::{Factory, typed};
 
+/// Vector search: metrics, filters, limits and options.
 pub async fn vector_search_metric_filter_opts(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -97,13 +98,9 @@ pub async fn vector_search_metric_filter_opts(f: &dyn Factory) {
 
     // Pinned version: a search at an older version ignores newer rows.
     let v1 = b.get_table_version("v").await.unwrap().unwrap();
-    b.write(
-        "v",
-        vec![vectors(1000..1001)],
-        lancebranch::WriteMode::Append,
-    )
-    .await
-    .unwrap();
+    b.write("v", vec![vectors(1000..1001)], crate::WriteMode::Append)
+        .await
+        .unwrap();
     let q_far = [1000.0f32, 0.0, 0.0, 0.0];
     let old = b
         .vector_search(
@@ -136,6 +133,7 @@ pub async fn vector_search_metric_filter_opts(f: &dyn Factory) {
     assert_eq!(ids_in_order(&new), vec![1000]);
 }
 
+/// Vector search with bad input (dimension, column, options) gets a typed error.
 pub async fn vector_search_bad_input(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -230,6 +228,7 @@ pub async fn vector_search_bad_input(f: &dyn Factory) {
     assert!(matches!(typed(&e), Error::TableNotFound(_)), "{e:#}");
 }
 
+/// Vector indexes: create, list, search through, drop.
 pub async fn vector_index_lifecycle(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -327,6 +326,7 @@ pub async fn vector_index_lifecycle(f: &dyn Factory) {
     assert_eq!(b.count_rows("v", None).await.unwrap(), 300);
 }
 
+/// Multi-vector search ranks by MaxSim.
 pub async fn multivector_maxsim(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -418,6 +418,7 @@ pub async fn multivector_maxsim(f: &dyn Factory) {
     assert!(matches!(typed(&e), Error::InvalidColumn { .. }), "{e:#}");
 }
 
+/// Full-text search with and without a full-text index.
 pub async fn full_text_search_with_index(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
@@ -452,7 +453,7 @@ pub async fn full_text_search_with_index(f: &dyn Factory) {
     ids.sort_unstable();
     assert_eq!(ids, vec![0, 2, 4, 6, 8]);
     // New rows are searchable (the index covers old rows, new ones are scanned).
-    b.write("v", vec![vectors(41..42)], lancebranch::WriteMode::Append)
+    b.write("v", vec![vectors(41..42)], crate::WriteMode::Append)
         .await
         .unwrap();
     let odd = b
@@ -480,6 +481,7 @@ pub async fn full_text_search_with_index(f: &dyn Factory) {
     assert!(b.list_indexes("v").await.unwrap().is_empty());
 }
 
+/// Scalar indexes: create, list and filter through them.
 pub async fn scalar_indexes(f: &dyn Factory) {
     let s = f.make().await;
     let b = &s.backend;
