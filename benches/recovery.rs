@@ -51,7 +51,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use lancebranch::branched::{BranchedBackend, CatalogState, Record};
+use lancebranch::branched::{BranchedBackend, Record};
+use lancebranch::testing::time_catalog_replay;
 use lancebranch::{LanceDbBackend, StorageBackend, WriteMode};
 use lancebranch_wal::{Lsn, RecoveryMode, StdStorage, read_log};
 use tokio::runtime::Runtime;
@@ -158,40 +159,22 @@ struct Breakdown {
 }
 
 fn breakdown(s: &Store) -> Breakdown {
-    let cat = s.catalog();
-    let storage = StdStorage::open(cat.join("wal")).expect("log dir");
-    let mode = RecoveryMode::TolerateCorruptedTail;
-    let (mut decode, mut scan, mut apply) = (Vec::new(), Vec::new(), Vec::new());
-    let mut b = None;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let bytes = std::fs::read(cat.join("checkpoint")).expect("checkpoint file");
-        // One format byte, then the postcard state.
-        let mut state: CatalogState = postcard::from_bytes(&bytes[1..]).expect("checkpoint");
-        decode.push(t.elapsed());
-        let t = Instant::now();
-        let log = read_log::<Record>(&storage, mode, Lsn(state.applied + 1)).expect("log");
-        scan.push(t.elapsed());
-        let t = Instant::now();
-        for (lsn, rec) in &log.records {
-            state.apply(lsn.0, rec);
-        }
-        apply.push(t.elapsed());
-        b = Some((bytes.len(), log.report.bytes_read, log.records.len()));
-    }
-    let (ckpt_bytes, log_bytes, since) = b.expect("measured");
-    let total = read_log::<Record>(&storage, mode, Lsn::ZERO)
+    let steps: Vec<_> = (0..5)
+        .map(|_| time_catalog_replay(Path::new(&s.path)).expect("replay"))
+        .collect();
+    let storage = StdStorage::open(s.catalog().join("wal")).expect("log dir");
+    let total = read_log::<Record>(&storage, RecoveryMode::TolerateCorruptedTail, Lsn::ZERO)
         .expect("log")
         .records
         .len();
     Breakdown {
-        ckpt_bytes,
-        decode: p50(decode),
-        log_bytes,
+        ckpt_bytes: steps[0].checkpoint_bytes,
+        decode: p50(steps.iter().map(|r| r.decode).collect()),
+        log_bytes: steps[0].log_bytes,
         total,
-        scan: p50(scan),
-        since,
-        apply: p50(apply),
+        scan: p50(steps.iter().map(|r| r.scan).collect()),
+        since: steps[0].records_since,
+        apply: p50(steps.iter().map(|r| r.apply).collect()),
     }
 }
 

@@ -58,6 +58,9 @@ use crate::branched::{BranchedBackend, ConflictPolicy, RecoveryReport};
 use crate::failpoints::{ALL, FailPoint};
 use crate::lance::{LanceDbBackend, LanceDbOptions};
 
+/// Timing the catalog's replay on open, step by step (the recovery bench).
+pub use crate::branched::history::{CatalogReplay, time_catalog_replay};
+
 /// Where a store should die.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
 pub enum CrashPlan {

@@ -210,7 +210,7 @@ pub fn pending_offline(store: &Path) -> Result<Vec<(u64, Record)>> {
         return Err(StoreNotFound(store.to_path_buf()).into());
     }
     let cat = read_catalog_offline(store)?;
-    Ok(cat.state.pending.into_iter().collect())
+    Ok(cat.pending().clone().into_iter().collect())
 }
 
 /// `recover`: what a crash left pending (read offline first), then open

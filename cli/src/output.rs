@@ -186,6 +186,8 @@ pub fn describe(rec: &Record) -> (&'static str, String) {
             ),
         ),
         Record::EndCollect { op } => ("EndCollect", format!("op {op}: collection finished")),
+        // A record type newer than this CLI knows how to summarize.
+        other => ("Record", format!("{other:?}")),
     }
 }
 

@@ -40,7 +40,7 @@ pub struct TableRef {
 
 /// What the catalog knows about one branch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BranchMeta {
+pub(crate) struct BranchMeta {
     /// Unique for the life of the store; names the branch's Lance lines.
     pub id: u64,
     /// The branch it was forked from (`None` for main).
@@ -54,12 +54,6 @@ pub struct BranchMeta {
 }
 
 impl BranchMeta {
-    /// The Lance branch name of this branch's first own line of a table
-    /// (`None` for main).
-    pub fn own_line(&self) -> Option<String> {
-        line_name(self.id)
-    }
-
     /// Whether `line` is one of this branch's own lines (main owns the
     /// main line).
     pub fn owns(&self, line: Option<&str>) -> bool {
@@ -67,22 +61,24 @@ impl BranchMeta {
     }
 }
 
-/// The Lance branch name for branch id `id` (`None` for main, id 0).
-pub fn line_name(id: u64) -> Option<String> {
-    (id != 0).then(|| format!("lb{id}"))
-}
-
 /// A multi-table tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagMeta {
+pub(crate) struct TagMeta {
     /// The branch tagged.
     pub branch: String,
     /// Every table of the branch at tagging time.
     pub tables: BTreeMap<String, TableRef>,
 }
 
-/// One catalog log record. Append new variants only at the end.
+/// One catalog log record: what [`History`](crate::branched::History)
+/// lists and the CLI's `log` and `wal dump` print.
+///
+/// Public on purpose, read-only: the records are the catalog's on-disk
+/// format (`CATALOG.md`). New variants are appended at the end, never
+/// reordered or reused (postcard numbers them by position), so matches on
+/// it need a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Record {
     /// Branch `name` (id `id`) now exists, seeing what `parent` sees.
     Fork {
@@ -218,7 +214,7 @@ pub enum Record {
 /// Merge bases of one (target, source) pair: each side's tables as of
 /// their last merge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MergeBases {
+pub(crate) struct MergeBases {
     /// The target's tables right after the last merge.
     pub target: BTreeMap<String, TableRef>,
     /// The source's tables at the last merge.
@@ -227,7 +223,7 @@ pub struct MergeBases {
 
 /// The whole catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CatalogState {
+pub(crate) struct CatalogState {
     /// Live branches by name (always contains `main`).
     pub branches: BTreeMap<String, BranchMeta>,
     /// Tags by name.

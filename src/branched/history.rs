@@ -46,14 +46,40 @@ impl History {
 /// A store's catalog read offline by [`read_catalog_offline`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfflineCatalog {
-    /// The state the checkpoint and the log give, before any recovery: its
-    /// `pending` lists the operations a crash interrupted.
-    pub state: CatalogState,
+    /// The state the checkpoint and the log give, before any recovery.
+    pub(crate) state: CatalogState,
     /// The checkpoint's LSN and the records after it.
     pub history: History,
     /// Bytes of a torn last record (a write cut short), which opening the
     /// store will cut off.
     pub torn_tail_bytes: u64,
+}
+
+impl OfflineCatalog {
+    /// The operations a crash interrupted (what recovery will finish or
+    /// undo on the next open), by operation id: each one's first record.
+    ///
+    /// # Example
+    /// ```no_run
+    /// let cat = lancebranch::branched::read_catalog_offline("/data/store".as_ref())?;
+    /// for (op, rec) in cat.pending() {
+    ///     println!("operation {op} pending: {rec:?}");
+    /// }
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    pub fn pending(&self) -> &std::collections::BTreeMap<u64, Record> {
+        &self.state.pending
+    }
+
+    /// The branches the catalog holds, by name (main included).
+    pub fn branch_names(&self) -> Vec<&str> {
+        self.state.branches.keys().map(String::as_str).collect()
+    }
+
+    /// The tags the catalog holds, by name.
+    pub fn tag_names(&self) -> Vec<&str> {
+        self.state.tags.keys().map(String::as_str).collect()
+    }
 }
 
 impl BranchedBackend {
@@ -158,5 +184,61 @@ fn read_once(dir: &Path) -> Result<OfflineCatalog> {
         state,
         history: History::from_pairs(covered, records),
         torn_tail_bytes,
+    })
+}
+
+/// The steps of replaying a store's catalog on open, timed once (for the
+/// recovery bench; feature `testing`).
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogReplay {
+    /// Size of the checkpoint file.
+    pub checkpoint_bytes: usize,
+    /// Reading and decoding the checkpoint.
+    pub decode: std::time::Duration,
+    /// Bytes of log read after the checkpoint.
+    pub log_bytes: u64,
+    /// Reading and checking those records.
+    pub scan: std::time::Duration,
+    /// Records after the checkpoint.
+    pub records_since: usize,
+    /// Applying them to the checkpoint's state.
+    pub apply: std::time::Duration,
+}
+
+/// Time the three steps of replaying the catalog of `store` (a store's
+/// directory, not open elsewhere for writing): decode the checkpoint, read
+/// the log after it, apply the records.
+///
+/// # Errors
+/// The catalog cannot be read.
+#[cfg(feature = "testing")]
+pub fn time_catalog_replay(store: &Path) -> Result<CatalogReplay> {
+    use std::time::Instant;
+    let dir = store.join("_lancebranch");
+    let t = Instant::now();
+    let checkpoint_bytes = std::fs::metadata(dir.join("checkpoint")).map_or(0, |m| m.len());
+    let mut state = read_checkpoint(&dir)?.unwrap_or_default();
+    let decode = t.elapsed();
+    let t = Instant::now();
+    let storage = StdStorage::open(dir.join("wal"))?;
+    let log = read_log::<Record>(
+        &storage,
+        RecoveryMode::TolerateCorruptedTail,
+        Lsn(state.applied + 1),
+    )?;
+    let scan = t.elapsed();
+    let t = Instant::now();
+    for (lsn, rec) in &log.records {
+        state.apply(lsn.0, rec);
+    }
+    let apply = t.elapsed();
+    Ok(CatalogReplay {
+        checkpoint_bytes: usize::try_from(checkpoint_bytes)?,
+        decode,
+        log_bytes: log.report.bytes_read,
+        scan,
+        records_since: log.records.len(),
+        apply,
     })
 }

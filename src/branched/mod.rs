@@ -15,7 +15,7 @@ mod core;
 mod diff;
 mod format;
 mod fsck;
-mod history;
+pub(crate) mod history;
 mod merge;
 mod names;
 mod recovery;
@@ -24,7 +24,7 @@ mod stream;
 mod txn;
 mod view;
 
-pub use catalog::{CatalogState, Record, TableRef};
+pub use catalog::{Record, TableRef};
 pub use diff::{PRIMARY_KEY_METADATA, TableChange, TableDiff};
 pub use format::CATALOG_FORMAT;
 pub use fsck::{FsckProblem, FsckReport};

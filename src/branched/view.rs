@@ -389,7 +389,7 @@ impl BranchedBackend {
         validate_tag_name(name)?;
         let tag = name.to_string();
         let op = self.core.catalog.fresh_id();
-        let check = move |st: &crate::branched::CatalogState, _: &[_]| {
+        let check = move |st: &crate::branched::catalog::CatalogState, _: &[_]| {
             let Some(t) = st.tags.get(&tag) else {
                 return Err(Error::TagNotFound(tag).into());
             };
@@ -423,7 +423,7 @@ impl BranchedBackend {
     fn pinned_view(
         &self,
         pick: impl FnOnce(
-            &crate::branched::CatalogState,
+            &crate::branched::catalog::CatalogState,
         ) -> Result<(String, u64, BTreeMap<String, TableRef>)>,
     ) -> Result<Self> {
         let mut owner = (String::new(), u64::MAX);
@@ -755,7 +755,7 @@ impl BranchedBackend {
 /// deepest first, and their lines nothing else reads (`pins`: live
 /// snapshots); the tables to collect garbage of afterwards.
 fn deletion(
-    st: &crate::branched::CatalogState,
+    st: &crate::branched::catalog::CatalogState,
     target: &str,
     cascade: bool,
     op: u64,

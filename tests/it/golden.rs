@@ -84,7 +84,7 @@ async fn small_store(path: &Path, checkpoint: bool) {
 /// operations first (offline, before opening), then through an open.
 async fn observe(path: &Path) -> Observed {
     let offline = lancebranch::branched::read_catalog_offline(path).unwrap();
-    let pending = offline.state.pending.values().map(variant).collect();
+    let pending = offline.pending().values().map(variant).collect();
     let main = open(path).await;
     let report = main.fsck(false).await.unwrap();
     assert!(report.is_clean(), "fsck of {}: {report:#?}", path.display());

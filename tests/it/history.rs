@@ -51,9 +51,9 @@ async fn history_lists_records_after_the_checkpoint() {
     let cat = read_catalog_offline(dir.path()).unwrap();
     assert_eq!(cat.history.checkpoint_lsn, checkpoint);
     assert_eq!(cat.history.entries.len(), 1);
-    assert!(cat.state.branches.contains_key("a") && cat.state.branches.contains_key("b"));
-    assert!(cat.state.tags.contains_key("t"));
-    assert!(cat.state.pending.is_empty());
+    assert_eq!(cat.branch_names(), vec!["a", "b", "main"]);
+    assert_eq!(cat.tag_names(), vec!["t"]);
+    assert!(cat.pending().is_empty());
     assert_eq!(cat.torn_tail_bytes, 0);
     // Reopened: the history is unchanged.
     let main = open(uri).await;
