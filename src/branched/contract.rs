@@ -154,16 +154,7 @@ impl BranchedBackend {
 #[deny(clippy::missing_trait_methods)]
 impl StorageBackend for BranchedBackend {
     async fn table_names(&self) -> Result<Vec<String>> {
-        Ok(match &self.pinned {
-            Some(p) => p.tables.keys().cloned().collect(),
-            None => self
-                .core
-                .branch(&self.name, self.id)?
-                .tables
-                .keys()
-                .cloned()
-                .collect(),
-        })
+        self.seen_names()
     }
 
     async fn table_exists(&self, name: &str) -> Result<bool> {

@@ -1,255 +1,21 @@
-//! Row-level change sets between a base and a current state of a table,
-//! matched by primary key, and the public diff API.
-//!
-//! A side's changes are computed from Lance row change sets (stable row
-//! ids) when the current version lies on the base's line or on a line that
-//! started at the base, so the cost grows with the change, not the table.
-//! Otherwise both snapshots are compared in full.
+//! The public diff API: what a branch changed since a merge base or a
+//! tag, per table, as Arrow batches of the changed rows
+//! ([`BranchedBackend::diff`], [`BranchedBackend::diff_since_tag`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use arrow::row::{RowConverter, SortField};
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use anyhow::Result;
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
 
-use crate::backend::{BranchLines, Error, ScanRequest};
-use crate::branched::catalog::{CatalogState, TableRef};
-
-/// Schema metadata key naming a table's primary key (comma-separated
-/// column names), used by diff and merge to match rows.
-pub const PRIMARY_KEY_METADATA: &str = "lancebranch.primary_key";
-
-/// One row's change on one side: its value at the base and now.
-#[derive(Debug, Clone)]
-pub(crate) struct RowChange {
-    pub base: Option<RecordBatch>,
-    pub cur: Option<RecordBatch>,
-}
-
-/// A side's changes of one table, by encoded key.
-#[derive(Debug, Default)]
-pub(crate) struct SideChanges {
-    pub rows: BTreeMap<Vec<u8>, RowChange>,
-    /// The stable row id of each changed key's base row, where known.
-    pub base_ids: BTreeMap<Vec<u8>, u64>,
-    /// Rows were found by comparing full snapshots, not change sets.
-    pub full_compare: bool,
-}
-
-/// Encodes key columns of single rows into comparable bytes.
-pub(crate) struct KeyCodec {
-    columns: Vec<String>,
-    converter: RowConverter,
-}
-
-impl KeyCodec {
-    pub(crate) fn new(table: &str, schema: &Schema, columns: &[String]) -> Result<Self> {
-        let mut fields = Vec::new();
-        for c in columns {
-            let f = schema
-                .field_with_name(c)
-                .map_err(|_| Error::InvalidColumn {
-                    table: table.to_string(),
-                    column: c.clone(),
-                    detail: "primary-key column is not in the table".into(),
-                })?;
-            fields.push(SortField::new(f.data_type().clone()));
-        }
-        Ok(Self {
-            columns: columns.to_vec(),
-            converter: RowConverter::new(fields)?,
-        })
-    }
-
-    /// The encoded key of every row of `batch`.
-    pub(crate) fn keys(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-        let cols: Vec<ArrayRef> = self
-            .columns
-            .iter()
-            .map(|c| {
-                batch
-                    .column_by_name(c)
-                    .cloned()
-                    .with_context(|| format!("key column {c:?} missing from a batch"))
-            })
-            .collect::<Result<_>>()?;
-        let rows = self.converter.convert_columns(&cols)?;
-        Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
-    }
-}
-
-/// The table's primary key: from `explicit`, else from schema metadata.
-pub(crate) fn primary_key(
-    table: &str,
-    schema: &Schema,
-    explicit: Option<&Vec<String>>,
-) -> Result<Vec<String>> {
-    if let Some(k) = explicit
-        && !k.is_empty()
-    {
-        return Ok(k.clone());
-    }
-    match schema.metadata().get(PRIMARY_KEY_METADATA) {
-        Some(v) if !v.trim().is_empty() => Ok(v.split(',').map(|s| s.trim().to_string()).collect()),
-        _ => Err(Error::MissingMergeKey(table.to_string()).into()),
-    }
-}
-
-fn without_rowid(b: &RecordBatch) -> Result<RecordBatch> {
-    let keep: Vec<usize> = b
-        .schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.name() != "_rowid")
-        .map(|(i, _)| i)
-        .collect();
-    Ok(b.project(&keep)?)
-}
-
-fn rowids(b: &RecordBatch) -> Vec<u64> {
-    b.column_by_name("_rowid")
-        .and_then(|c| {
-            c.as_any()
-                .downcast_ref::<arrow_array::UInt64Array>()
-                .cloned()
-        })
-        .map(|a| a.values().to_vec())
-        .unwrap_or_default()
-}
-
-pub(crate) fn index_rows(
-    codec: &KeyCodec,
-    batches: &[RecordBatch],
-    into: &mut BTreeMap<Vec<u8>, RecordBatch>,
-) -> Result<()> {
-    for b in batches {
-        let b = without_rowid(b)?;
-        for (i, k) in codec.keys(&b)?.into_iter().enumerate() {
-            into.insert(k, b.slice(i, 1));
-        }
-    }
-    Ok(())
-}
-
-/// Whether two single-row batches hold the same values in the same columns.
-pub(crate) fn same_row(a: &RecordBatch, b: &RecordBatch) -> bool {
-    a.num_columns() == b.num_columns()
-        && a.schema().fields().iter().all(|f| {
-            match (a.column_by_name(f.name()), b.column_by_name(f.name())) {
-                (Some(x), Some(y)) => x.to_data() == y.to_data(),
-                _ => false,
-            }
-        })
-}
-
-/// The value of column `name` of a single-row batch, if the column exists.
-pub(crate) fn cell(row: &RecordBatch, name: &str) -> Option<ArrayRef> {
-    row.column_by_name(name).cloned()
-}
-
-/// Whether column `name` differs between two single-row batches (a column
-/// missing on one side counts as null there).
-pub(crate) fn column_differs(a: &RecordBatch, b: &RecordBatch, name: &str) -> bool {
-    match (cell(a, name), cell(b, name)) {
-        (Some(x), Some(y)) => x.to_data() != y.to_data(),
-        (Some(x), None) | (None, Some(x)) => x.null_count() == 0,
-        (None, None) => false,
-    }
-}
-
-/// The columns that differ between a base row and a current row.
-pub(crate) fn changed_columns(base: &RecordBatch, cur: &RecordBatch) -> Vec<String> {
-    let mut names: Vec<String> = cur
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    for f in base.schema().fields() {
-        if !names.contains(f.name()) {
-            names.push(f.name().clone());
-        }
-    }
-    names
-        .into_iter()
-        .filter(|n| column_differs(base, cur, n))
-        .collect()
-}
-
-async fn scan_all(inner: &dyn BranchLines, table: &str, r: &TableRef) -> Result<Vec<RecordBatch>> {
-    inner
-        .scan(ScanRequest {
-            table: table.to_string(),
-            line: r.line.clone(),
-            version: Some(r.version),
-            ..Default::default()
-        })
-        .await
-}
-
-/// The changes of one side of `table` from `base` to `cur`.
-pub(crate) async fn side_changes(
-    inner: &dyn BranchLines,
-    state: &CatalogState,
-    table: &str,
-    codec: &KeyCodec,
-    base: Option<&TableRef>,
-    cur: Option<&TableRef>,
-) -> Result<SideChanges> {
-    let mut out = SideChanges::default();
-    let (mut before, mut after) = (BTreeMap::new(), BTreeMap::new());
-    match (base, cur) {
-        (Some(b), Some(c)) if b == c => return Ok(out),
-        (None, None) => return Ok(out),
-        (None, Some(c)) => index_rows(codec, &scan_all(inner, table, c).await?, &mut after)?,
-        (Some(b), None) => index_rows(codec, &scan_all(inner, table, b).await?, &mut before)?,
-        (Some(b), Some(c)) => {
-            let same_line = c.line == b.line && c.version >= b.version;
-            let grew_from_base = c
-                .line
-                .as_ref()
-                .and_then(|l| state.line_origin.get(&(table.to_string(), l.clone())))
-                .is_some_and(|origin| origin == b);
-            if same_line || grew_from_base {
-                let ch = inner
-                    .row_changes(table, c.line.as_deref(), b.version, c.version)
-                    .await?;
-                let mut ids: Vec<u64> = ch.updated.iter().flat_map(rowids).collect();
-                ids.extend(&ch.deleted);
-                let base_rows = inner
-                    .take_rows_at(table, b.line.as_deref(), b.version, &ids)
-                    .await?;
-                index_rows(codec, &base_rows, &mut before)?;
-                for b in &base_rows {
-                    let keys = codec.keys(&without_rowid(b)?)?;
-                    out.base_ids.extend(keys.into_iter().zip(rowids(b)));
-                }
-                index_rows(codec, &ch.inserted, &mut after)?;
-                index_rows(codec, &ch.updated, &mut after)?;
-            } else {
-                out.full_compare = true;
-                index_rows(codec, &scan_all(inner, table, b).await?, &mut before)?;
-                index_rows(codec, &scan_all(inner, table, c).await?, &mut after)?;
-            }
-        }
-    }
-    let mut keys: Vec<Vec<u8>> = before.keys().chain(after.keys()).cloned().collect();
-    keys.sort();
-    keys.dedup();
-    for k in keys {
-        let (b, c) = (before.remove(&k), after.remove(&k));
-        if let (Some(x), Some(y)) = (&b, &c)
-            && same_row(x, y)
-        {
-            continue;
-        }
-        out.rows.insert(k, RowChange { base: b, cur: c });
-    }
-    Ok(out)
-}
+use crate::backend::Error;
+use crate::branched::catalog::{CatalogState, PinGuard, TableRef};
+use crate::branched::changes::{
+    KeyCodec, SideChanges, changed_columns, primary_key, schema_of, side_changes,
+};
+use crate::branched::report::MergeOptions;
+use crate::branched::view::BranchedBackend;
 
 /// How a table differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,13 +111,106 @@ pub(crate) fn to_table_diff(
     })
 }
 
-/// The schema of a table at a ref.
-pub(crate) async fn schema_of(
-    inner: &dyn BranchLines,
-    table: &str,
-    r: &TableRef,
-) -> Result<SchemaRef> {
-    inner
-        .schema_at(table, r.line.as_deref(), Some(r.version))
-        .await
+impl BranchedBackend {
+    /// The changes `other` made since the merge base of this branch and
+    /// `other` (what [`merge`](Self::merge) would bring in), per table.
+    ///
+    /// # Errors
+    /// [`Error::BranchNotFound`], [`Error::NoMergeBase`],
+    /// [`Error::MissingMergeKey`] for a changed table without a key.
+    pub async fn diff(&self, other: &BranchedBackend) -> Result<Vec<TableDiff>> {
+        self.diff_with(other, &MergeOptions::default()).await
+    }
+
+    /// [`diff`](Self::diff) with primary keys given in `opts`.
+    ///
+    /// # Errors
+    /// As [`diff`](Self::diff).
+    pub async fn diff_with(
+        &self,
+        other: &BranchedBackend,
+        opts: &MergeOptions,
+    ) -> Result<Vec<TableDiff>> {
+        let (st, (base, cur), _pin) = self.pinned_state(|st| {
+            let (_, base) = self.merge_bases(st, other)?;
+            Ok((base, other.tables_in(st)?))
+        })?;
+        self.diff_tables(&st, &base, &cur, opts).await
+    }
+
+    /// The changes this branch made since tag `tag` was taken (the tag may
+    /// come from this branch or an ancestor).
+    ///
+    /// # Errors
+    /// [`Error::TagNotFound`], [`Error::MissingMergeKey`].
+    pub async fn diff_since_tag(&self, tag: &str, opts: &MergeOptions) -> Result<Vec<TableDiff>> {
+        let (st, (base, cur), _pin) = self.pinned_state(|st| {
+            let base = st
+                .tags
+                .get(tag)
+                .ok_or_else(|| Error::TagNotFound(tag.to_string()))?
+                .tables
+                .clone();
+            Ok((base, self.tables_in(st)?))
+        })?;
+        self.diff_tables(&st, &base, &cur, opts).await
+    }
+
+    /// A copy of the catalog state and the two table sets `f` picks from
+    /// it, pinned (kept readable) until the guard is dropped.
+    #[allow(clippy::type_complexity)]
+    fn pinned_state(
+        &self,
+        f: impl FnOnce(
+            &CatalogState,
+        ) -> Result<(BTreeMap<String, TableRef>, BTreeMap<String, TableRef>)>,
+    ) -> Result<(
+        CatalogState,
+        (BTreeMap<String, TableRef>, BTreeMap<String, TableRef>),
+        PinGuard,
+    )> {
+        let mut out = None;
+        let (_, guard) = self.core.catalog.pin(|st| {
+            let (a, b) = f(st)?;
+            let refs = a.iter().chain(b.iter());
+            let refs = refs.map(|(t, r)| (t.clone(), r.clone())).collect();
+            out = Some((st.clone(), (a, b)));
+            Ok(refs)
+        })?;
+        let (st, sets) = out.ok_or_else(|| anyhow::anyhow!("no catalog state pinned"))?;
+        Ok((st, sets, guard))
+    }
+
+    async fn diff_tables(
+        &self,
+        st: &CatalogState,
+        base: &BTreeMap<String, TableRef>,
+        cur: &BTreeMap<String, TableRef>,
+        opts: &MergeOptions,
+    ) -> Result<Vec<TableDiff>> {
+        let names: BTreeSet<&String> = base.keys().chain(cur.keys()).collect();
+        let inner = self.core.inner.clone();
+        let mut out = Vec::new();
+        for t in names {
+            let (b, c) = (base.get(t), cur.get(t));
+            let Some(either) = c.or(b) else { continue };
+            if b == c {
+                continue;
+            }
+            let schema = schema_of(inner.as_ref(), t, either).await?;
+            let key = primary_key(t, &schema, opts.keys.get(t))?;
+            let codec = KeyCodec::new(t, &schema, &key)?;
+            let side = side_changes(inner.as_ref(), st, t, &codec, b, c).await?;
+            let change = match (b, c) {
+                (None, Some(_)) => TableChange::Created,
+                (Some(_), None) => TableChange::Dropped,
+                _ => TableChange::Modified,
+            };
+            if change == TableChange::Modified && side.rows.is_empty() {
+                continue;
+            }
+            out.push(to_table_diff(t, change, &side)?);
+        }
+        Ok(out)
+    }
 }

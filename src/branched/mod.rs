@@ -7,16 +7,24 @@
 //! branch view and the branch operations), `contract` (the
 //! `StorageBackend` implementation of a view), `format` (the files beside
 //! the log and the checks on open), `stream` (streamed writes: many
-//! Lance commits, one publish), `recovery`, `fsck`, `names`.
+//! Lance commits, one publish), `changes` (row change sets by key), `diff`
+//! (the public diff API), `merge` (a merge's locking, bases and report),
+//! `merge_plan` and `merge_apply` (its two halves), `decide` (its
+//! decisions per table and per key, pure), `report`, `recovery`,
+//! `fsck`, `history`, `txn`, `names`.
 
 mod catalog;
+mod changes;
 mod contract;
 mod core;
+mod decide;
 mod diff;
 mod format;
 mod fsck;
 pub(crate) mod history;
 mod merge;
+mod merge_apply;
+mod merge_plan;
 mod names;
 mod recovery;
 mod report;
@@ -25,7 +33,8 @@ mod txn;
 mod view;
 
 pub use catalog::{Record, TableRef};
-pub use diff::{PRIMARY_KEY_METADATA, TableChange, TableDiff};
+pub use changes::PRIMARY_KEY_METADATA;
+pub use diff::{TableChange, TableDiff};
 pub use format::CATALOG_FORMAT;
 pub use fsck::{FsckProblem, FsckReport};
 pub use history::{History, HistoryEntry, OfflineCatalog, read_catalog_offline};

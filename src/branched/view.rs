@@ -9,7 +9,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::backend::{BranchLines, Error, validate_table_name};
-use crate::branched::catalog::{Catalog, PinGuard, Record, TableRef, line_owner};
+use crate::branched::catalog::{Catalog, CatalogState, PinGuard, Record, TableRef, line_owner};
 use crate::branched::core::Core;
 use crate::branched::names::{MAIN, validate_branch_name, validate_tag_name};
 use crate::failpoints::FailPoint;
@@ -529,18 +529,39 @@ impl BranchedBackend {
         Ok(())
     }
 
+    /// The tables this view sees in state `st`: a snapshot's pinned
+    /// tables, or its branch's published ones (the branch must still be
+    /// the one of this view's id). Every read of "what this view sees"
+    /// goes through here.
+    pub(crate) fn seen<'a>(
+        &'a self,
+        st: &'a CatalogState,
+    ) -> Result<&'a BTreeMap<String, TableRef>> {
+        if let Some(p) = &self.pinned {
+            return Ok(&p.tables);
+        }
+        match st.branches.get(&self.name) {
+            Some(b) if b.id == self.id => Ok(&b.tables),
+            _ => Err(Error::BranchNotFound(self.name.clone()).into()),
+        }
+    }
+
+    /// [`seen`](Self::seen), owned.
+    pub(crate) fn tables_in(&self, st: &CatalogState) -> Result<BTreeMap<String, TableRef>> {
+        self.seen(st).cloned()
+    }
+
+    /// The names of the tables this view sees now.
+    pub(crate) fn seen_names(&self) -> Result<Vec<String>> {
+        let st = self.core.catalog.read();
+        Ok(self.seen(&st)?.keys().cloned().collect())
+    }
+
     /// Where this view reads `table`.
     pub(crate) fn table_ref(&self, table: &str) -> Result<TableRef> {
         validate_table_name(table)?;
-        let found = match &self.pinned {
-            Some(p) => p.tables.get(table).cloned(),
-            None => self
-                .core
-                .branch(&self.name, self.id)?
-                .tables
-                .get(table)
-                .cloned(),
-        };
+        let st = self.core.catalog.read();
+        let found = self.seen(&st)?.get(table).cloned();
         found.ok_or_else(|| Error::TableNotFound(table.to_string()).into())
     }
 
@@ -667,8 +688,7 @@ impl BranchedBackend {
         let _gate = self.core.gate.read().await;
         let lock = self.core.op_lock(&self.name, table);
         let _g = lock.lock().await;
-        let meta = self.core.branch(&self.name, self.id)?;
-        if meta.tables.contains_key(table) {
+        if self.exists_here(table)? {
             return Err(Error::TableExists(table.to_string()).into());
         }
         let inner = &self.core.inner;
