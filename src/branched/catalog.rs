@@ -270,152 +270,155 @@ impl Default for CatalogState {
 
 impl CatalogState {
     /// Apply one record. Deterministic: replay gives the live state.
-    pub fn apply(&mut self, lsn: u64, rec: &Record) {
+    pub(crate) fn apply(&mut self, lsn: u64, rec: &Record) {
         self.applied = lsn;
         match rec {
             Record::Fork { name, parent, id } => {
-                if let Some(p) = self.branches.get(parent) {
-                    let tables = p.tables.clone();
-                    self.branches.insert(
-                        name.clone(),
-                        BranchMeta {
-                            id: *id,
-                            parent: Some(parent.clone()),
-                            from_tag: None,
-                            fork_point: tables.clone(),
-                            tables,
-                        },
-                    );
-                }
-                self.next_id = self.next_id.max(id + 1);
+                let from = self.branches.get(parent).map(|p| p.tables.clone());
+                self.add_branch(name, *id, parent, None, from);
             }
             Record::ForkAt { name, tag, id } => {
-                if let Some(t) = self.tags.get(tag) {
-                    self.branches.insert(
-                        name.clone(),
-                        BranchMeta {
-                            id: *id,
-                            parent: Some(t.branch.clone()),
-                            from_tag: Some(tag.clone()),
-                            fork_point: t.tables.clone(),
-                            tables: t.tables.clone(),
-                        },
-                    );
-                }
-                self.next_id = self.next_id.max(id + 1);
+                let from = self
+                    .tags
+                    .get(tag)
+                    .map(|t| (t.branch.clone(), t.tables.clone()));
+                let (parent, tables) = from.unzip();
+                let parent = parent.unwrap_or_default();
+                self.add_branch(name, *id, &parent, Some(tag), tables);
             }
-            Record::Publish { branch, tables } => {
-                if let Some(b) = self.branches.get_mut(branch) {
-                    for (t, r) in tables {
-                        match r {
-                            Some(r) => {
-                                b.tables.insert(t.clone(), r.clone());
-                            }
-                            None => {
-                                b.tables.remove(t);
-                            }
-                        }
-                    }
-                }
-            }
-            Record::BeginLine { op, .. } => {
-                self.pending.insert(*op, rec.clone());
-                self.next_id = self.next_id.max(op + 1);
-            }
-            Record::EndLine { op } => {
-                if let Some(Record::BeginLine {
-                    table, line, from, ..
-                }) = self.pending.remove(op)
-                {
-                    self.line_origin.insert((table.clone(), line.clone()), from);
-                    self.lines.insert((table, line));
-                }
-            }
-            Record::BeginDelete {
-                op,
-                branches,
-                lines,
-            } => {
-                for b in branches {
-                    self.branches.remove(b);
-                }
-                self.merge_bases
-                    .retain(|(t, s), _| !branches.contains(t) && !branches.contains(s));
-                let _ = lines;
-                self.pending.insert(*op, rec.clone());
-                self.next_id = self.next_id.max(op + 1);
-            }
-            Record::EndDelete { op } => {
-                if let Some(Record::BeginDelete { lines, .. }) = self.pending.remove(op) {
-                    for l in lines {
-                        self.line_origin.remove(&l);
-                        self.lines.remove(&l);
-                    }
-                }
-            }
+            Record::Publish { branch, tables } => self.publish(branch, tables),
             Record::Tag { name, branch } => {
                 if let Some(b) = self.branches.get(branch) {
-                    self.tags.insert(
-                        name.clone(),
-                        TagMeta {
-                            branch: branch.clone(),
-                            tables: b.tables.clone(),
-                        },
-                    );
+                    let tables = b.tables.clone();
+                    let branch = branch.clone();
+                    self.tags.insert(name.clone(), TagMeta { branch, tables });
                 }
             }
             Record::DeleteTag { name } => {
                 self.tags.remove(name);
             }
-            Record::Abort { op } => {
-                if let Some(Record::BeginLine { table, line, .. }) = self.pending.remove(op) {
-                    self.line_origin.remove(&(table.clone(), line.clone()));
-                    self.lines.remove(&(table, line));
+            Record::BeginDelete { op, branches, .. } => {
+                for b in branches {
+                    self.branches.remove(b);
                 }
+                self.merge_bases
+                    .retain(|(t, s), _| !branches.contains(t) && !branches.contains(s));
+                self.begin(*op, rec);
             }
-            Record::BeginMerge { op, .. } => {
-                self.pending.insert(*op, rec.clone());
-                self.next_id = self.next_id.max(op + 1);
-            }
+            Record::BeginLine { op, .. }
+            | Record::BeginMerge { op, .. }
+            | Record::BeginCreate { op, .. }
+            | Record::BeginCollect { op, .. } => self.begin(*op, rec),
             Record::MergeBase {
                 target,
                 source,
                 target_tables,
                 source_tables,
-            } => {
-                self.merge_bases.insert(
-                    (target.clone(), source.clone()),
-                    MergeBases {
-                        target: target_tables.clone(),
-                        source: source_tables.clone(),
-                    },
-                );
-                // Merging the other way next: the common ancestor is what
-                // the source was at this merge, for both sides.
-                self.merge_bases.insert(
-                    (source.clone(), target.clone()),
-                    MergeBases {
-                        target: source_tables.clone(),
-                        source: source_tables.clone(),
-                    },
-                );
+            } => self.merge_base(target, source, target_tables, source_tables),
+            Record::EndLine { op }
+            | Record::EndDelete { op }
+            | Record::EndMerge { op }
+            | Record::EndCreate { op }
+            | Record::EndCollect { op }
+            | Record::Abort { op } => self.end(*op, rec),
+        }
+    }
+
+    /// A new branch `name` reading `tables` (nothing if its source is gone).
+    fn add_branch(
+        &mut self,
+        name: &str,
+        id: u64,
+        parent: &str,
+        from_tag: Option<&String>,
+        tables: Option<BTreeMap<String, TableRef>>,
+    ) {
+        if let Some(tables) = tables {
+            let meta = BranchMeta {
+                id,
+                parent: Some(parent.to_string()),
+                from_tag: from_tag.cloned(),
+                fork_point: tables.clone(),
+                tables,
+            };
+            self.branches.insert(name.to_string(), meta);
+        }
+        self.next_id = self.next_id.max(id + 1);
+    }
+
+    /// `branch` now reads each table at the given ref (`None`: gone).
+    fn publish(&mut self, branch: &str, tables: &[(String, Option<TableRef>)]) {
+        let Some(b) = self.branches.get_mut(branch) else {
+            return;
+        };
+        for (t, r) in tables {
+            match r {
+                Some(r) => b.tables.insert(t.clone(), r.clone()),
+                None => b.tables.remove(t),
+            };
+        }
+    }
+
+    /// Operation `op` began with `rec`.
+    fn begin(&mut self, op: u64, rec: &Record) {
+        self.pending.insert(op, rec.clone());
+        self.next_id = self.next_id.max(op + 1);
+    }
+
+    /// Operation `op` ended with `end` (an end record or an abort): what
+    /// its beginning left pending is finished or undone.
+    fn end(&mut self, op: u64, end: &Record) {
+        let begun = self.pending.remove(&op);
+        match (end, begun) {
+            (
+                Record::EndLine { .. },
+                Some(Record::BeginLine {
+                    table, line, from, ..
+                }),
+            ) => {
+                self.line_origin.insert((table.clone(), line.clone()), from);
+                self.lines.insert((table, line));
             }
-            Record::EndMerge { op } | Record::EndCreate { op } => {
-                self.pending.remove(op);
+            (Record::Abort { .. }, Some(Record::BeginLine { table, line, .. })) => {
+                self.line_origin.remove(&(table.clone(), line.clone()));
+                self.lines.remove(&(table, line));
             }
-            Record::BeginCreate { op, .. } | Record::BeginCollect { op, .. } => {
-                self.pending.insert(*op, rec.clone());
-                self.next_id = self.next_id.max(op + 1);
-            }
-            Record::EndCollect { op } => {
-                if let Some(Record::BeginCollect { lines, .. }) = self.pending.remove(op) {
-                    for l in lines {
-                        self.line_origin.remove(&l);
-                        self.lines.remove(&l);
-                    }
+            (Record::EndDelete { .. }, Some(Record::BeginDelete { lines, .. }))
+            | (Record::EndCollect { .. }, Some(Record::BeginCollect { lines, .. })) => {
+                for l in lines {
+                    self.line_origin.remove(&l);
+                    self.lines.remove(&l);
                 }
             }
+            _ => {}
         }
+    }
+
+    /// The bases of the next merges between `target` and `source`, both
+    /// ways.
+    fn merge_base(
+        &mut self,
+        target: &str,
+        source: &str,
+        target_tables: &BTreeMap<String, TableRef>,
+        source_tables: &BTreeMap<String, TableRef>,
+    ) {
+        self.merge_bases.insert(
+            (target.to_string(), source.to_string()),
+            MergeBases {
+                target: target_tables.clone(),
+                source: source_tables.clone(),
+            },
+        );
+        // Merging the other way next: the common ancestor is what the
+        // source was at this merge, for both sides.
+        self.merge_bases.insert(
+            (source.to_string(), target.to_string()),
+            MergeBases {
+                target: source_tables.clone(),
+                source: source_tables.clone(),
+            },
+        );
     }
 
     /// Lance lines that exist or may exist: created ones and those whose

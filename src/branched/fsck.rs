@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::backend::Error;
 use crate::branched::catalog::{CatalogState, Record, TableRef};
+use crate::branched::core::Core;
 use crate::branched::view::BranchedBackend;
 
 /// One disagreement between the catalog and the datasets.
@@ -287,174 +288,211 @@ impl BranchedBackend {
         } else {
             None
         };
-        let mut report = FsckReport::default();
-        let mut found: Vec<FsckProblem> = Vec::new();
         // Collections that dropped snapshots no longer hold back go on
         // first; one a live snapshot still holds back is no problem.
         core.run_pending_collects().await?;
-        let pending: Vec<(u64, Record)> = core
-            .catalog
-            .read()
-            .pending
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        let pending: Vec<(u64, Record)> = pending
-            .into_iter()
-            .filter(|(op, _)| !core.collect_deferred(*op))
-            .collect();
-        for (op, rec) in &pending {
-            let p = FsckProblem::PendingOperation {
-                op: *op,
-                what: describe(rec),
-            };
-            if repair {
-                report.repaired.push(p);
-            } else {
-                found.push(p);
-            }
-        }
-        if repair && !pending.is_empty() {
+        let mut found = pending_operations(core);
+        if repair && !found.is_empty() {
             crate::branched::recovery::recover_pending(core).await?;
         }
-
         let st = core.catalog.read().clone();
-        report.checked.branches = st.branches.len();
-        report.checked.tags = st.tags.len();
-        for (name, b) in &st.branches {
-            if let Some(parent) = &b.parent
-                && !st.branches.contains_key(parent)
-            {
-                found.push(FsckProblem::DanglingParent {
-                    branch: name.clone(),
-                    parent: parent.clone(),
-                });
-            }
-        }
-        for (name, t) in &st.tags {
-            if !st.branches.contains_key(&t.branch) {
-                found.push(FsckProblem::DanglingTagBranch {
-                    tag: name.clone(),
-                    branch: t.branch.clone(),
-                });
-            }
-        }
-
         let datasets: BTreeSet<String> = core.inner.table_names().await?.into_iter().collect();
-        report.checked.datasets = datasets.len();
-        let mut opened = BTreeSet::new();
-        let mut all = pins(&st);
-        let live = core.catalog.pinned().into_iter();
-        all.extend(live.map(|(t, r)| ("a live snapshot".to_string(), t, r)));
-        for (owner, table, r) in all {
-            if !datasets.contains(&table) {
-                found.push(FsckProblem::MissingTable { owner, table });
-                continue;
-            }
-            if let Some(line) = &r.line
-                && !st.lines.contains(&(table.clone(), line.clone()))
-            {
-                found.push(FsckProblem::MissingLine {
-                    owner,
-                    table,
-                    line: line.clone(),
-                });
-                continue;
-            }
-            if !opened.insert((table.clone(), r.line.clone(), r.version)) {
-                continue;
-            }
-            if let Err(e) = core
-                .inner
-                .schema_at(&table, r.line.as_deref(), Some(r.version))
-                .await
-            {
-                found.push(FsckProblem::UnreadableVersion {
-                    owner,
-                    table,
-                    line: r.line.clone(),
-                    version: r.version,
-                    error: format!("{e:#}"),
-                });
+        let mut checked = FsckCounts {
+            branches: st.branches.len(),
+            tags: st.tags.len(),
+            datasets: datasets.len(),
+            ..FsckCounts::default()
+        };
+        found.extend(dangling_names(&st));
+        found.extend(unreadable_pins(core, &st, &datasets, &mut checked).await?);
+        found.extend(unpublished_versions(core, &st, &datasets).await?);
+        found.extend(unreachable(core, &st, &datasets, &mut checked).await?);
+        let mut report = FsckReport {
+            checked,
+            ..FsckReport::default()
+        };
+        for p in found {
+            if repair && p.is_repairable() {
+                repair_one(core, &st, &p).await?;
+                report.repaired.push(p);
+            } else {
+                report.problems.push(p);
             }
         }
-        report.checked.versions = opened.len();
-
-        // Versions committed on a branch's own line and never published.
-        for (name, b) in &st.branches {
-            for (table, r) in &b.tables {
-                if !b.owns(r.line.as_deref()) || !datasets.contains(table) {
-                    continue;
-                }
-                let latest = match core.inner.latest_version(table, r.line.as_deref()).await {
-                    Ok(v) => v,
-                    Err(e) if matches!(Error::of(&e), Some(Error::TableNotFound(_))) => continue,
-                    Err(e) => return Err(e),
-                };
-                if latest > r.version {
-                    let p = FsckProblem::UnpublishedVersion {
-                        branch: name.clone(),
-                        table: table.clone(),
-                        line: r.line.clone(),
-                        published: r.version,
-                        latest,
-                    };
-                    if repair {
-                        crate::branched::recovery::heal_table(core, name, b.id, table).await?;
-                        report.repaired.push(p);
-                    } else {
-                        found.push(p);
-                    }
-                }
-            }
-        }
-
-        // Lance branches and datasets nothing can reach.
-        let known = st.known_lines();
-        let mut referenced = st.referenced_tables();
-        referenced.extend(core.catalog.pinned().into_iter().map(|(t, _)| t));
-        for rec in st.pending.values() {
-            match rec {
-                Record::BeginCreate { table, .. } | Record::BeginLine { table, .. } => {
-                    referenced.insert(table.clone());
-                }
-                Record::BeginCollect { tables, .. } => referenced.extend(tables.iter().cloned()),
-                _ => {}
-            }
-        }
-        for table in &datasets {
-            if !referenced.contains(table) {
-                let p = FsckProblem::OrphanTable {
-                    table: table.clone(),
-                };
-                if repair {
-                    core.inner.purge_table(table).await?;
-                    report.repaired.push(p);
-                } else {
-                    found.push(p);
-                }
-                continue;
-            }
-            let lines = core.inner.list_lines(table).await?;
-            report.checked.lines += lines.len();
-            for line in lines {
-                if known.contains(&(table.clone(), line.clone())) {
-                    continue;
-                }
-                let p = FsckProblem::OrphanLine {
-                    table: table.clone(),
-                    line: line.clone(),
-                };
-                if repair {
-                    core.inner.invalidate_cache(table);
-                    core.inner.drop_line(table, &line).await?;
-                    report.repaired.push(p);
-                } else {
-                    found.push(p);
-                }
-            }
-        }
-        report.problems = found;
         Ok(report)
     }
+}
+
+/// The operations begun and not ended (collections a live snapshot holds
+/// back excepted).
+fn pending_operations(core: &Core) -> Vec<FsckProblem> {
+    let st = core.catalog.read();
+    let pending: Vec<(u64, String)> = st
+        .pending
+        .iter()
+        .map(|(op, rec)| (*op, describe(rec)))
+        .collect();
+    drop(st);
+    pending
+        .into_iter()
+        .filter(|(op, _)| !core.collect_deferred(*op))
+        .map(|(op, what)| FsckProblem::PendingOperation { op, what })
+        .collect()
+}
+
+/// Parents and tagged branches the catalog does not have.
+fn dangling_names(st: &CatalogState) -> Vec<FsckProblem> {
+    let mut found = Vec::new();
+    for (name, b) in &st.branches {
+        if let Some(parent) = &b.parent
+            && !st.branches.contains_key(parent)
+        {
+            found.push(FsckProblem::DanglingParent {
+                branch: name.clone(),
+                parent: parent.clone(),
+            });
+        }
+    }
+    for (name, t) in &st.tags {
+        if !st.branches.contains_key(&t.branch) {
+            found.push(FsckProblem::DanglingTagBranch {
+                tag: name.clone(),
+                branch: t.branch.clone(),
+            });
+        }
+    }
+    found
+}
+
+/// Every version the catalog or a live snapshot pins, opened once: missing
+/// datasets, unknown lines, unreadable versions.
+async fn unreadable_pins(
+    core: &Core,
+    st: &CatalogState,
+    datasets: &BTreeSet<String>,
+    checked: &mut FsckCounts,
+) -> Result<Vec<FsckProblem>> {
+    let mut found = Vec::new();
+    let mut opened = BTreeSet::new();
+    let mut all = pins(st);
+    let live = core.catalog.pinned().into_iter();
+    all.extend(live.map(|(t, r)| ("a live snapshot".to_string(), t, r)));
+    for (owner, table, r) in all {
+        if !datasets.contains(&table) {
+            found.push(FsckProblem::MissingTable { owner, table });
+            continue;
+        }
+        if let Some(line) = &r.line
+            && !st.lines.contains(&(table.clone(), line.clone()))
+        {
+            let line = line.clone();
+            found.push(FsckProblem::MissingLine { owner, table, line });
+            continue;
+        }
+        if !opened.insert((table.clone(), r.line.clone(), r.version)) {
+            continue;
+        }
+        let at = core
+            .inner
+            .schema_at(&table, r.line.as_deref(), Some(r.version));
+        if let Err(e) = at.await {
+            found.push(FsckProblem::UnreadableVersion {
+                owner,
+                table,
+                line: r.line.clone(),
+                version: r.version,
+                error: format!("{e:#}"),
+            });
+        }
+    }
+    checked.versions = opened.len();
+    Ok(found)
+}
+
+/// Versions committed on a branch's own line and never published.
+async fn unpublished_versions(
+    core: &Core,
+    st: &CatalogState,
+    datasets: &BTreeSet<String>,
+) -> Result<Vec<FsckProblem>> {
+    let mut found = Vec::new();
+    for (name, b) in &st.branches {
+        for (table, r) in &b.tables {
+            if !b.owns(r.line.as_deref()) || !datasets.contains(table) {
+                continue;
+            }
+            let latest = match core.inner.latest_version(table, r.line.as_deref()).await {
+                Ok(v) => v,
+                Err(e) if matches!(Error::of(&e), Some(Error::TableNotFound(_))) => continue,
+                Err(e) => return Err(e),
+            };
+            if latest > r.version {
+                found.push(FsckProblem::UnpublishedVersion {
+                    branch: name.clone(),
+                    table: table.clone(),
+                    line: r.line.clone(),
+                    published: r.version,
+                    latest,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Lance branches and datasets nothing can reach.
+async fn unreachable(
+    core: &Core,
+    st: &CatalogState,
+    datasets: &BTreeSet<String>,
+    checked: &mut FsckCounts,
+) -> Result<Vec<FsckProblem>> {
+    let known = st.known_lines();
+    let mut referenced = st.referenced_tables();
+    referenced.extend(core.catalog.pinned().into_iter().map(|(t, _)| t));
+    for rec in st.pending.values() {
+        match rec {
+            Record::BeginCreate { table, .. } | Record::BeginLine { table, .. } => {
+                referenced.insert(table.clone());
+            }
+            Record::BeginCollect { tables, .. } => referenced.extend(tables.iter().cloned()),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for table in datasets {
+        if !referenced.contains(table) {
+            let table = table.clone();
+            found.push(FsckProblem::OrphanTable { table });
+            continue;
+        }
+        let lines = core.inner.list_lines(table).await?;
+        checked.lines += lines.len();
+        for line in lines {
+            if !known.contains(&(table.clone(), line.clone())) {
+                let table = table.clone();
+                found.push(FsckProblem::OrphanLine { table, line });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Repair one repairable problem found in state `st` (pending operations
+/// were already finished or undone by recovery).
+async fn repair_one(core: &Core, st: &CatalogState, p: &FsckProblem) -> Result<()> {
+    match p {
+        FsckProblem::UnpublishedVersion { branch, table, .. } => {
+            if let Some(b) = st.branches.get(branch) {
+                crate::branched::recovery::heal_table(core, branch, b.id, table).await?;
+            }
+        }
+        FsckProblem::OrphanTable { table } => core.inner.purge_table(table).await?,
+        FsckProblem::OrphanLine { table, line } => {
+            core.inner.invalidate_cache(table);
+            core.inner.drop_line(table, line).await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -90,15 +90,13 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
             action: action.to_string(),
             detail,
         };
-        match rec {
+        let recovered = match rec {
             Record::BeginLine { table, line, .. } => {
                 drop_lines(core, &[(table.clone(), line.clone())]).await?;
                 core.fail.check(FailPoint::RecoveryAfterDropBeforeRecord)?;
                 core.commit(Record::Abort { op }).await?;
                 let detail = format!("Lance branch {line:?} of table {table:?} removed");
-                report
-                    .operations
-                    .push(done("line creation", "undone", detail));
+                done("line creation", "undone", detail)
             }
             Record::BeginDelete {
                 lines, branches, ..
@@ -107,53 +105,61 @@ pub(crate) async fn recover_pending(core: &Core) -> Result<RecoveryReport> {
                 core.fail.check(FailPoint::RecoveryAfterDropBeforeRecord)?;
                 core.end_delete(op, &lines).await?;
                 let detail = format!("branches {branches:?}, {} Lance branches", lines.len());
-                report
-                    .operations
-                    .push(done("branch deletion", "finished", detail));
+                done("branch deletion", "finished", detail)
             }
             Record::BeginMerge { target, source, .. } => {
-                // Nothing of the merge was published: undo it. First
-                // restore the versions it committed away (so the store is
-                // clean right after recovery), then log `Abort`: a crash in
-                // between finds the merge pending and heals again.
-                let meta = core.catalog.read().branches.get(&target).cloned();
-                if let Some(meta) = meta {
-                    for table in meta.tables.keys() {
-                        heal_table(core, &target, meta.id, table).await?;
-                    }
-                }
-                core.commit(Record::Abort { op }).await?;
-                let detail = format!("{source:?} into {target:?}");
-                report.operations.push(done("merge", "undone", detail));
+                undo_merge(core, op, &target).await?;
+                done("merge", "undone", format!("{source:?} into {target:?}"))
             }
             Record::BeginCreate { table, .. } => {
-                // Drop the dataset unless a branch reads it (another branch
-                // may have created its table on the same dataset).
-                let referenced = core.catalog.read().referenced_tables().contains(&table);
-                let action = if referenced {
-                    "finished"
-                } else {
-                    core.inner.purge_table(&table).await?;
-                    core.fail.check(FailPoint::RecoveryAfterDropBeforeRecord)?;
-                    "undone"
-                };
-                core.commit(Record::Abort { op }).await?;
-                let detail = format!("dataset of table {table:?}");
-                report
-                    .operations
-                    .push(done("table creation", action, detail));
+                let action = end_create(core, op, &table).await?;
+                done(
+                    "table creation",
+                    action,
+                    format!("dataset of table {table:?}"),
+                )
             }
             Record::BeginCollect { lines, tables, .. } => {
                 core.collect(op, &lines, &tables).await?;
                 let detail = format!("{} Lance branches, {} datasets", lines.len(), tables.len());
-                report
-                    .operations
-                    .push(done("garbage collection", "finished", detail));
+                done("garbage collection", "finished", detail)
             }
-            _ => {}
-        }
+            _ => continue,
+        };
+        report.operations.push(recovered);
     }
     Ok(report)
+}
+
+/// Undo merge `op` into `target`: nothing of it was published. First
+/// restore the versions it committed away (so the store is clean right
+/// after recovery), then log `Abort`: a crash in between finds the merge
+/// pending and heals again.
+async fn undo_merge(core: &Core, op: u64, target: &str) -> Result<()> {
+    let meta = core.catalog.read().branches.get(target).cloned();
+    if let Some(meta) = meta {
+        for table in meta.tables.keys() {
+            heal_table(core, target, meta.id, table).await?;
+        }
+    }
+    core.commit(Record::Abort { op }).await?;
+    Ok(())
+}
+
+/// End the dataset creation `op` of `table`: the dataset is dropped unless
+/// a branch reads it (another branch may have created its table on the
+/// same dataset). Whether it was "finished" or "undone".
+async fn end_create(core: &Core, op: u64, table: &str) -> Result<&'static str> {
+    let referenced = core.catalog.read().referenced_tables().contains(table);
+    let action = if referenced {
+        "finished"
+    } else {
+        core.inner.purge_table(table).await?;
+        core.fail.check(FailPoint::RecoveryAfterDropBeforeRecord)?;
+        "undone"
+    };
+    core.commit(Record::Abort { op }).await?;
+    Ok(action)
 }
 
 /// Remove Lance lines, in order; a table that no longer exists has none.

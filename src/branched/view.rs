@@ -781,30 +781,7 @@ fn deletion(
     op: u64,
     pins: &[(String, TableRef)],
 ) -> Result<(Vec<Record>, std::collections::BTreeSet<String>)> {
-    if !st.branches.contains_key(target) {
-        return Err(Error::BranchNotFound(target.to_string()).into());
-    }
-    // The branch and its descendants, deepest first.
-    let mut doomed = vec![target.to_string()];
-    let mut i = 0;
-    while i < doomed.len() {
-        let kids: Vec<String> = st
-            .branches
-            .iter()
-            .filter(|(_, b)| b.parent.as_deref() == Some(doomed[i].as_str()))
-            .map(|(n, _)| n.clone())
-            .collect();
-        if !kids.is_empty() && !cascade {
-            return Err(Error::BranchInUse {
-                branch: target.to_string(),
-                detail: format!("it has child branches {kids:?}; delete them first or cascade"),
-            }
-            .into());
-        }
-        doomed.extend(kids);
-        i += 1;
-    }
-    doomed.reverse();
+    let doomed = doomed_branches(st, target, cascade)?;
     let ids: Vec<u64> = doomed
         .iter()
         .filter_map(|b| st.branches.get(b))
@@ -859,4 +836,37 @@ fn deletion(
         }],
         candidates,
     ))
+}
+
+/// Branch `target` and its descendants, deepest first; without `cascade`,
+/// a branch with children is in use.
+fn doomed_branches(
+    st: &crate::branched::catalog::CatalogState,
+    target: &str,
+    cascade: bool,
+) -> Result<Vec<String>> {
+    if !st.branches.contains_key(target) {
+        return Err(Error::BranchNotFound(target.to_string()).into());
+    }
+    let mut doomed = vec![target.to_string()];
+    let mut i = 0;
+    while i < doomed.len() {
+        let kids: Vec<String> = st
+            .branches
+            .iter()
+            .filter(|(_, b)| b.parent.as_deref() == Some(doomed[i].as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !kids.is_empty() && !cascade {
+            return Err(Error::BranchInUse {
+                branch: target.to_string(),
+                detail: format!("it has child branches {kids:?}; delete them first or cascade"),
+            }
+            .into());
+        }
+        doomed.extend(kids);
+        i += 1;
+    }
+    doomed.reverse();
+    Ok(doomed)
 }

@@ -296,56 +296,7 @@ impl LanceDbBackend {
             }
             .into());
         }
-        let d = metric(p.metric);
-        macro_rules! ivf {
-            ($b:expr) => {{
-                let mut b = $b.distance_type(d);
-                if let Some(n) = p.num_partitions {
-                    b = b.num_partitions(n);
-                }
-                b
-            }};
-        }
-        macro_rules! pq {
-            ($b:expr) => {{
-                let mut b = $b;
-                if let Some(n) = p.num_sub_vectors {
-                    b = b.num_sub_vectors(n);
-                }
-                b
-            }};
-        }
-        macro_rules! hnsw {
-            ($b:expr) => {{
-                let mut b = $b;
-                if let Some(m) = p.hnsw_m {
-                    b = b.num_edges(m);
-                }
-                if let Some(ef) = p.hnsw_ef_construction {
-                    b = b.ef_construction(ef);
-                }
-                b
-            }};
-        }
-        let index = match p.kind {
-            VectorIndexKind::Flat => Index::IvfFlat(
-                IvfFlatIndexBuilder::default()
-                    .distance_type(d)
-                    .num_partitions(1),
-            ),
-            VectorIndexKind::IvfFlat => Index::IvfFlat(ivf!(IvfFlatIndexBuilder::default())),
-            VectorIndexKind::IvfPq => Index::IvfPq(pq!(ivf!(IvfPqIndexBuilder::default()))),
-            VectorIndexKind::IvfSq => Index::IvfSq(ivf!(IvfSqIndexBuilder::default())),
-            VectorIndexKind::IvfHnswFlat => {
-                Index::IvfHnswFlat(hnsw!(ivf!(IvfHnswFlatIndexBuilder::default())))
-            }
-            VectorIndexKind::IvfHnswPq => {
-                Index::IvfHnswPq(pq!(hnsw!(ivf!(IvfHnswPqIndexBuilder::default()))))
-            }
-            VectorIndexKind::IvfHnswSq => {
-                Index::IvfHnswSq(hnsw!(ivf!(IvfHnswSqIndexBuilder::default())))
-            }
-        };
+        let index = vector_index(&p);
         let _guard = self.lock(&line_key(table, branch)).await;
         t.create_index(&[column], index)
             .name(name.to_string())
@@ -511,5 +462,59 @@ impl LanceDbBackend {
                 }
             })
             .collect())
+    }
+}
+
+/// The LanceDB index of a vector index request.
+fn vector_index(p: &VectorIndexParams) -> Index {
+    let d = metric(p.metric);
+    macro_rules! ivf {
+        ($b:expr) => {{
+            let mut b = $b.distance_type(d);
+            if let Some(n) = p.num_partitions {
+                b = b.num_partitions(n);
+            }
+            b
+        }};
+    }
+    macro_rules! pq {
+        ($b:expr) => {{
+            let mut b = $b;
+            if let Some(n) = p.num_sub_vectors {
+                b = b.num_sub_vectors(n);
+            }
+            b
+        }};
+    }
+    macro_rules! hnsw {
+        ($b:expr) => {{
+            let mut b = $b;
+            if let Some(m) = p.hnsw_m {
+                b = b.num_edges(m);
+            }
+            if let Some(ef) = p.hnsw_ef_construction {
+                b = b.ef_construction(ef);
+            }
+            b
+        }};
+    }
+    match p.kind {
+        VectorIndexKind::Flat => Index::IvfFlat(
+            IvfFlatIndexBuilder::default()
+                .distance_type(d)
+                .num_partitions(1),
+        ),
+        VectorIndexKind::IvfFlat => Index::IvfFlat(ivf!(IvfFlatIndexBuilder::default())),
+        VectorIndexKind::IvfPq => Index::IvfPq(pq!(ivf!(IvfPqIndexBuilder::default()))),
+        VectorIndexKind::IvfSq => Index::IvfSq(ivf!(IvfSqIndexBuilder::default())),
+        VectorIndexKind::IvfHnswFlat => {
+            Index::IvfHnswFlat(hnsw!(ivf!(IvfHnswFlatIndexBuilder::default())))
+        }
+        VectorIndexKind::IvfHnswPq => {
+            Index::IvfHnswPq(pq!(hnsw!(ivf!(IvfHnswPqIndexBuilder::default()))))
+        }
+        VectorIndexKind::IvfHnswSq => {
+            Index::IvfHnswSq(hnsw!(ivf!(IvfHnswSqIndexBuilder::default())))
+        }
     }
 }
