@@ -227,7 +227,15 @@ async fn steps(d: &mut Demo, dir: &Path) -> Result<()> {
     let t = Instant::now();
     reset(dir)?;
     d.took("reset", t);
+    let main = create_graph(d, dir).await?;
+    query(d, &main).await?;
+    let what_if = fork_and_edit(d, &main).await?;
+    diff_and_merge(d, &main, &what_if).await?;
+    crash_and_recover(d, dir, main, what_if).await
+}
 
+/// Create the two tables of the graph on a fresh store.
+async fn create_graph(d: &mut Demo, dir: &Path) -> Result<BranchedBackend> {
     d.start("create the graph");
     let t = Instant::now();
     let main = open(dir).await?;
@@ -244,11 +252,15 @@ async fn steps(d: &mut Demo, dir: &Path) -> Result<()> {
             crate::demo_data::DIM
         ),
     );
+    Ok(main)
+}
 
+/// Filters, a hop and a vector search on main; tag `baseline`.
+async fn query(d: &mut Demo, main: &BranchedBackend) -> Result<()> {
     d.start("query");
     let t = Instant::now();
-    let persons = count(&main, VERTICES, Some("label = 'person'")).await?;
-    let strong = count(&main, EDGES, Some("kind = 'knows' AND weight >= 0.9")).await?;
+    let persons = count(main, VERTICES, Some("label = 'person'")).await?;
+    let strong = count(main, EDGES, Some("kind = 'knows' AND weight >= 0.9")).await?;
     let hop = i64s(
         &main
             .scan(
@@ -290,7 +302,11 @@ async fn steps(d: &mut Demo, dir: &Path) -> Result<()> {
     main.tag("baseline").await?;
     d.took("tag", t);
     d.say("tag", "baseline = main as created");
+    Ok(())
+}
 
+/// Fork `what-if`, then edit it (one transaction) and main.
+async fn fork_and_edit(d: &mut Demo, main: &BranchedBackend) -> Result<BranchedBackend> {
     d.start("fork");
     let t = Instant::now();
     let what_if = main.fork("what-if").await?;
@@ -342,16 +358,24 @@ async fn steps(d: &mut Demo, dir: &Path) -> Result<()> {
             "what-if: {} vertices, {} edges; main: {} vertices, {} edges; vertex 1 is {:?} on main, {:?} on what-if",
             count(&what_if, VERTICES, None).await?,
             count(&what_if, EDGES, None).await?,
-            count(&main, VERTICES, None).await?,
-            count(&main, EDGES, None).await?,
-            label_of(&main, 1).await?,
+            count(main, VERTICES, None).await?,
+            count(main, EDGES, None).await?,
+            label_of(main, 1).await?,
             label_of(&what_if, 1).await?,
         ),
     );
+    Ok(what_if)
+}
 
+/// Diff, a merge the default policy refuses, and the merge with `theirs`.
+async fn diff_and_merge(
+    d: &mut Demo,
+    main: &BranchedBackend,
+    what_if: &BranchedBackend,
+) -> Result<()> {
     d.start("diff");
     let t = Instant::now();
-    let diffs = main.diff(&what_if).await?;
+    let diffs = main.diff(what_if).await?;
     d.took("diff", t);
     let mut diff_facts = Map::new();
     for td in &diffs {
@@ -369,7 +393,7 @@ async fn steps(d: &mut Demo, dir: &Path) -> Result<()> {
 
     d.start("merge (default policy)");
     let t = Instant::now();
-    let refused = main.merge(&what_if, MergeOptions::default()).await?;
+    let refused = main.merge(what_if, MergeOptions::default()).await?;
     d.took("merge, refused", t);
     d.say(
         "merge",
@@ -393,7 +417,7 @@ async fn steps(d: &mut Demo, dir: &Path) -> Result<()> {
     d.start("merge (theirs)");
     let t = Instant::now();
     let opts = MergeOptions::default().policy(VERTICES, ConflictPolicy::Theirs);
-    let merged = main.merge(&what_if, opts).await?;
+    let merged = main.merge(what_if, opts).await?;
     let took = d.took("merge, theirs", t);
     d.say(
         "merge",
@@ -412,19 +436,18 @@ async fn steps(d: &mut Demo, dir: &Path) -> Result<()> {
             ),
         );
     }
-    let hubs1 = hubs(&main).await?;
+    let hubs1 = hubs(main).await?;
     d.say(
         "main",
         format!(
             "{} vertices, {} edges; hubs: {hubs1:?}",
-            count(&main, VERTICES, None).await?,
-            count(&main, EDGES, None).await?
+            count(main, VERTICES, None).await?,
+            count(main, EDGES, None).await?
         ),
     );
     d.fact("merged", report_json("what-if", "main", &merged, ms(took)));
     d.fact("hubs_after_merge", json!(hubs1));
-
-    crash_and_recover(d, dir, main, what_if).await
+    Ok(())
 }
 
 /// Round two: more edits on what-if, a merge that crashes in a child
@@ -460,7 +483,16 @@ async fn crash_and_recover(
     // The child must be the only one with the store open.
     drop(what_if);
     drop(main);
+    crash_child(d, dir).await?;
+    let main = recover(d, dir, edges_before, label7).await?;
+    fsck_step(d, &main).await?;
+    merge_again(d, &main).await?;
+    leave_experiment(d, &main).await
+}
 
+/// Run the merge in a child process that dies at the fail point; show what
+/// it left pending.
+async fn crash_child(d: &mut Demo, dir: &Path) -> Result<()> {
     d.start("crash mid-merge");
     let t = Instant::now();
     let exe = std::env::current_exe().context("finding this program to run the crash child")?;
@@ -504,7 +536,17 @@ async fn crash_and_recover(
                 .collect::<Vec<_>>()
         ),
     );
+    Ok(())
+}
 
+/// Reopen (recovery runs) and check that the crashed merge left no trace:
+/// `edges_before` edges and vertex 7 labelled `label7`, as before it.
+async fn recover(
+    d: &mut Demo,
+    dir: &Path,
+    edges_before: usize,
+    label7: String,
+) -> Result<BranchedBackend> {
     d.start("reopen (recovery)");
     let t = Instant::now();
     let main = open(dir).await?;
@@ -534,9 +576,11 @@ async fn crash_and_recover(
         format!("the crashed merge left no trace: main still has {edges_now} edges, vertex 7 is still {label7_now:?}"),
     );
     d.fact("merge_absent_after_crash", json!(true));
+    Ok(main)
+}
 
-    fsck_step(d, &main).await?;
-
+/// The merge again, after recovery, with `theirs` everywhere.
+async fn merge_again(d: &mut Demo, main: &BranchedBackend) -> Result<()> {
     d.start("merge again");
     let t = Instant::now();
     let what_if = main.branch("what-if")?;
@@ -546,8 +590,8 @@ async fn crash_and_recover(
     if again.outcome == MergeOutcome::Conflicted {
         anyhow::bail!("the final merge was refused");
     }
-    let hubs2 = hubs(&main).await?;
-    let edges_after = count(&main, EDGES, None).await?;
+    let hubs2 = hubs(main).await?;
+    let edges_after = count(main, EDGES, None).await?;
     d.say(
         "merge",
         format!(
@@ -562,7 +606,7 @@ async fn crash_and_recover(
     );
     d.fact("final_edges", json!(edges_after));
     d.fact("final_hubs", json!(hubs2));
-    leave_experiment(d, &main).await
+    Ok(())
 }
 
 /// Leave a branch to explore with the other commands: `experiment`, which

@@ -114,43 +114,14 @@ pub(crate) fn analyze<R: DeserializeOwned>(
         report.bytes_read += bytes.len() as u64;
         if let Some(exp) = expected
             && seg.first_lsn != exp
+            && at_gap(seg, exp, mode, &mut report)? == Gap::Stop
         {
-            let reason = if seg.first_lsn > exp {
-                format!(
-                    "records {exp}..{} are missing (lost segment)",
-                    seg.first_lsn
-                )
-            } else {
-                format!(
-                    "segment starts at {} and overlaps the previous one",
-                    seg.first_lsn
-                )
-            };
-            match mode {
-                RecoveryMode::PointInTime => {
-                    report.stopped_at = Some(Position {
-                        segment: seg.name.clone(),
-                        offset: 0,
-                    });
-                    dropped.extend(segments[i..].iter().map(|s| s.name.clone()));
-                    break;
-                }
-                RecoveryMode::SkipAnyCorrupted if seg.first_lsn > exp => {
-                    report.skipped.push(SkippedRange {
-                        segment: seg.name.clone(),
-                        offset: 0,
-                        len: 0,
-                    });
-                }
-                _ => {
-                    return Err(Error::Corruption {
-                        segment: seg.name.clone(),
-                        offset: 0,
-                        expected: Lsn(exp),
-                        reason,
-                    });
-                }
-            }
+            report.stopped_at = Some(Position {
+                segment: seg.name.clone(),
+                offset: 0,
+            });
+            dropped.extend(segments[i..].iter().map(|s| s.name.clone()));
+            break;
         }
         let input = SegInput {
             name: &seg.name,
@@ -198,6 +169,56 @@ pub(crate) fn analyze<R: DeserializeOwned>(
         last,
         report,
     })
+}
+
+/// What to do at a segment that does not start where the previous one
+/// ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Gap {
+    /// Read the segment (its gap was recorded as skipped).
+    Read,
+    /// Stop before the segment (point-in-time recovery).
+    Stop,
+}
+
+/// Segment `seg` starts at another LSN than `exp`, the next one expected:
+/// by `mode`, stop there, skip the missing records, or fail.
+fn at_gap(
+    seg: &SegmentRef,
+    exp: u64,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<Gap> {
+    match mode {
+        RecoveryMode::PointInTime => Ok(Gap::Stop),
+        RecoveryMode::SkipAnyCorrupted if seg.first_lsn > exp => {
+            report.skipped.push(SkippedRange {
+                segment: seg.name.clone(),
+                offset: 0,
+                len: 0,
+            });
+            Ok(Gap::Read)
+        }
+        _ => {
+            let reason = if seg.first_lsn > exp {
+                format!(
+                    "records {exp}..{} are missing (lost segment)",
+                    seg.first_lsn
+                )
+            } else {
+                format!(
+                    "segment starts at {} and overlaps the previous one",
+                    seg.first_lsn
+                )
+            };
+            Err(Error::Corruption {
+                segment: seg.name.clone(),
+                offset: 0,
+                expected: Lsn(exp),
+                reason,
+            })
+        }
+    }
 }
 
 /// Reads a log without changing anything: no truncation, no deletion, no
