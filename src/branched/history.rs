@@ -122,7 +122,7 @@ impl BranchedBackend {
 /// ```no_run
 /// # fn demo() -> anyhow::Result<()> {
 /// let cat = lancebranch::branched::read_catalog_offline(std::path::Path::new("./store"))?;
-/// println!("{} operation(s) pending", cat.state.pending.len());
+/// println!("{} operation(s) pending", cat.pending().len());
 /// # Ok(()) }
 /// ```
 pub fn read_catalog_offline(store: &Path) -> Result<OfflineCatalog> {
