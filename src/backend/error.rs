@@ -155,6 +155,17 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// A branched store cannot keep its catalog on this kind of store (an
+    /// object-store URI such as `s3://`: its catalog would have to live on
+    /// the same object store, which this build does not do). Nothing was
+    /// opened or changed.
+    #[error("branches are not supported on {uri}: {detail}")]
+    UnsupportedStore {
+        /// The store's base URI.
+        uri: String,
+        /// Why, and what to use instead.
+        detail: String,
+    },
 }
 
 impl Error {

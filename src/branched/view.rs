@@ -94,12 +94,26 @@ pub struct TagInfo {
 }
 
 /// Where the catalog of a store with this base URI lives (`None`: memory).
-fn catalog_dir(base_uri: &str) -> Option<PathBuf> {
+fn catalog_dir(base_uri: &str) -> Result<Option<PathBuf>> {
     if base_uri.starts_with("memory://") {
-        return None;
+        return Ok(None);
     }
-    let path = base_uri.strip_prefix("file://").unwrap_or(base_uri);
-    Some(PathBuf::from(path).join("_lancebranch"))
+    let path = match base_uri.split_once("://") {
+        None => base_uri,
+        Some(("file", path)) => path,
+        // An object store: a local catalog beside it would be a second,
+        // unshared source of truth (two machines would diverge).
+        Some(_) => {
+            return Err(Error::UnsupportedStore {
+                uri: base_uri.to_string(),
+                detail: "the catalog is kept in a local directory; open a local path (or \
+                         memory://) until the object-store catalog exists"
+                    .to_string(),
+            }
+            .into());
+        }
+    };
+    Ok(Some(PathBuf::from(path).join("_lancebranch")))
 }
 
 impl BranchedBackend {
@@ -111,7 +125,9 @@ impl BranchedBackend {
     /// a second open fails with a lock error.
     ///
     /// # Errors
-    /// The catalog cannot be read or is locked, or recovery fails.
+    /// [`Error::UnsupportedStore`] for a store on an object-store URI
+    /// (`s3://`, …); the catalog cannot be read or is locked, or recovery
+    /// fails.
     ///
     /// # Example
     /// ```no_run
@@ -161,7 +177,7 @@ impl BranchedBackend {
         points: &[(crate::failpoints::FailPoint, u64)],
     ) -> Result<Self> {
         let base_uri = inner.base_uri().to_string();
-        let dir = catalog_dir(&base_uri);
+        let dir = catalog_dir(&base_uri)?;
         let catalog = tokio::task::spawn_blocking(move || Catalog::open(dir.as_deref())).await??;
         let mut core = Core::new(inner, catalog);
         #[cfg(feature = "failpoints")]
@@ -869,4 +885,25 @@ fn doomed_branches(
     }
     doomed.reverse();
     Ok(doomed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogs_live_beside_local_stores_only() {
+        let local = |uri| catalog_dir(uri).unwrap().map(|p| p.display().to_string());
+        assert_eq!(local("/data/s"), Some("/data/s/_lancebranch".into()));
+        assert_eq!(local("file:///data/s"), Some("/data/s/_lancebranch".into()));
+        assert_eq!(local("relative/s"), Some("relative/s/_lancebranch".into()));
+        assert_eq!(local("memory://x"), None);
+        for uri in ["s3://bucket/s", "gs://b/s", "az://c/s", "s3+ddb://t/s"] {
+            let err = catalog_dir(uri).unwrap_err();
+            assert!(
+                matches!(Error::of(&err), Some(Error::UnsupportedStore { .. })),
+                "{uri}: {err:#}"
+            );
+        }
+    }
 }
