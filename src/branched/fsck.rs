@@ -264,6 +264,9 @@ impl BranchedBackend {
     ///
     /// Run it on a quiescent store: an operation running in this process
     /// at the same time shows up as pending, and `repair` would undo it.
+    /// With `repair`, interrupted operations are finished or undone first;
+    /// the other repairs run once every check has read what it needs, so a
+    /// check that fails (an I/O error) leaves them all undone.
     /// Before checking, it finishes the garbage collections that dropped
     /// snapshots no longer hold back (a collection a live snapshot holds
     /// back is not a problem).
