@@ -5,7 +5,8 @@
 //!
 //! Each test is a public `async fn(&dyn Factory)` in [`lifecycle`], [`rw`]
 //! or [`search`]: it makes a fresh store with the [`Factory`], drives it
-//! and panics (like `assert!`) on the first behaviour that differs.
+//! and panics (like `assert!`) on the first behaviour that differs. A test
+//! is one scenario read top to bottom, so some run past 80 lines.
 //! [`conformance_suite!`](crate::conformance_suite) turns all of them into
 //! `#[test]`s for one factory; call single tests from your own harness to
 //! pick some.

@@ -288,6 +288,7 @@ impl Harness {
     }
 
     /// Choose the concrete action `op` stands for in the current model.
+    /// (Long by design: one short arm per operation, side by side.)
     fn resolve(&mut self, op: &LifecycleOp, shared: &mut BTreeSet<i64>) -> Action {
         let table = |i: u8| TABLES[usize::from(i) % TABLES.len()].to_string();
         let key_of = |rows: &Rows, i: u8| nth(&rows.keys().copied().collect::<Vec<_>>(), i);
@@ -478,7 +479,8 @@ fn summarize(diffs: &[crate::branched::TableDiff]) -> DiffSummary {
         .collect()
 }
 
-/// Run `a` on the store. Snapshots are taken by the caller.
+/// Run `a` on the store. Snapshots are taken by the caller. (Long by
+/// design: one arm per operation, side by side.)
 async fn exec(main: BranchedBackend, a: Action) -> Result<Out> {
     let view = |b: &str| main.branch(b);
     match a {

@@ -323,7 +323,8 @@ pub async fn run(ops: &[BranchOp]) -> Result<()> {
 }
 
 /// Apply one operation to the store and, when it succeeds, the model;
-/// returns the branch to check (`None`: all).
+/// returns the branch to check (`None`: all). (Long by design: one arm
+/// per operation, store and model side by side.)
 async fn apply(
     store: &CrashableStore,
     model: &mut Model,

@@ -198,7 +198,8 @@ impl Model {
         }
     }
 
-    /// Apply `a`; the result the library must give for it.
+    /// Apply `a`; the result the library must give for it. (Long by
+    /// design: the specification, one arm per operation.)
     pub fn apply(&mut self, a: &Action) -> Res {
         match a {
             Action::Nothing | Action::Checkpoint | Action::DropSnapshot { .. } => Ok(Out::Done),
