@@ -73,8 +73,9 @@ pub trait BranchLines: StorageBackend {
     async fn drop_line(&self, table: &str, branch: &str) -> Result<()>;
 
     /// The Lance branches of `table` that exist in any form: those Lance
-    /// lists and, on a local disk, every directory under `tree/` (a
-    /// half-created "zombie" branch may have only its directory). Sorted.
+    /// lists and every directory (on an object store: prefix) under
+    /// `tree/` (a half-created "zombie" branch may have only its
+    /// directory). Sorted.
     async fn list_lines(&self, table: &str) -> Result<Vec<String>>;
 
     /// Remove everything stored for `table`, including a dataset whose

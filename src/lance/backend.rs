@@ -21,12 +21,13 @@ use crate::lance::durable::{SyncCounter, create_dir_synced};
 /// let fast = LanceDbOptions { durable: false, ..LanceDbOptions::default() };
 /// assert!(LanceDbOptions::default().durable && !fast.durable);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LanceDbOptions {
     /// Sync every file of a commit, and the directories naming them, before
     /// the commit is acknowledged (see [`crate::lance::durable_session`]).
     /// On by default; turn off only for tests and benchmarks that do not
-    /// care about power loss. Has no effect on `memory://` stores.
+    /// care about power loss. Has no effect on `memory://` stores, nor on
+    /// object stores (`s3://`), which acknowledge a write once stored.
     pub durable: bool,
     /// How stale a read may be with respect to commits made by *other*
     /// handles or processes on the same directory. `Duration::ZERO` (the
@@ -37,6 +38,14 @@ pub struct LanceDbOptions {
     /// versions older than this (tagged versions are always kept).
     /// Default: 7 days.
     pub cleanup_older_than: Duration,
+    /// Options of the object store, passed to every table: for `s3://`
+    /// (feature `s3`) the `object_store` keys `aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`,
+    /// `aws_session_token`, `aws_allow_http`,
+    /// `aws_virtual_hosted_style_request`, … ([`S3Options`] fills them).
+    /// Unset keys fall back to the `AWS_*` environment variables. Empty by
+    /// default; ignored by local and `memory://` stores.
+    pub storage_options: HashMap<String, String>,
 }
 
 impl Default for LanceDbOptions {
@@ -45,7 +54,130 @@ impl Default for LanceDbOptions {
             durable: true,
             read_consistency: Duration::ZERO,
             cleanup_older_than: Duration::from_secs(7 * 24 * 3600),
+            storage_options: HashMap::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for LanceDbOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys only: values hold credentials.
+        let mut keys: Vec<&String> = self.storage_options.keys().collect();
+        keys.sort();
+        f.debug_struct("LanceDbOptions")
+            .field("durable", &self.durable)
+            .field("read_consistency", &self.read_consistency)
+            .field("cleanup_older_than", &self.cleanup_older_than)
+            .field("storage_options (keys)", &keys)
+            .finish()
+    }
+}
+
+impl LanceDbOptions {
+    /// These options with the storage options of `s3` added.
+    ///
+    /// # Example
+    /// ```
+    /// use lancebranch::lance::{LanceDbOptions, S3Options};
+    /// let s3 = S3Options::new("us-east-1").endpoint("http://127.0.0.1:9000").keys("id", "secret");
+    /// let opts = LanceDbOptions::default().with_s3(&s3);
+    /// assert_eq!(opts.storage_options["aws_allow_http"], "true");
+    /// assert!(!format!("{opts:?}").contains("secret\""));
+    /// ```
+    pub fn with_s3(mut self, s3: &S3Options) -> Self {
+        self.storage_options.extend(s3.storage_options());
+        self
+    }
+}
+
+/// Where and how to reach an S3-compatible object store (AWS, or a local
+/// server such as moto or MinIO), as storage options for
+/// [`LanceDbOptions::with_s3`]. Opening `s3://` needs the feature `s3`.
+///
+/// A region and static keys keep the AWS credential chain from probing
+/// the instance-metadata address; leave the keys unset to use that chain
+/// (environment, profile, instance role) on AWS.
+///
+/// # Example
+/// ```
+/// use lancebranch::lance::S3Options;
+/// let local = S3Options::new("us-east-1").endpoint("http://127.0.0.1:5000").keys("testing", "testing");
+/// assert_eq!(local.storage_options()["aws_endpoint"], "http://127.0.0.1:5000");
+/// ```
+#[derive(Clone, Default)]
+pub struct S3Options {
+    region: String,
+    endpoint: Option<String>,
+    keys: Option<(String, String)>,
+    session_token: Option<String>,
+    virtual_hosted_style: bool,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("keys", &self.keys.as_ref().map(|(id, _)| id))
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Options {
+    /// An S3 store in `region`, path-style requests, default endpoint.
+    pub fn new(region: &str) -> Self {
+        Self {
+            region: region.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// An S3-compatible endpoint (`http://…` is allowed for it).
+    pub fn endpoint(mut self, url: &str) -> Self {
+        self.endpoint = Some(url.to_string());
+        self
+    }
+
+    /// Static credentials.
+    pub fn keys(mut self, access_key_id: &str, secret_access_key: &str) -> Self {
+        self.keys = Some((access_key_id.to_string(), secret_access_key.to_string()));
+        self
+    }
+
+    /// A session token for temporary credentials.
+    pub fn session_token(mut self, token: &str) -> Self {
+        self.session_token = Some(token.to_string());
+        self
+    }
+
+    /// Virtual-hosted-style requests (`bucket.endpoint/key`) instead of
+    /// path style (`endpoint/bucket/key`, the default, which local
+    /// servers need).
+    pub fn virtual_hosted_style(mut self, on: bool) -> Self {
+        self.virtual_hosted_style = on;
+        self
+    }
+
+    /// The `object_store` storage options these settings stand for.
+    pub fn storage_options(&self) -> HashMap<String, String> {
+        let mut o = HashMap::new();
+        o.insert("aws_region".to_string(), self.region.clone());
+        if let Some(e) = &self.endpoint {
+            o.insert("aws_endpoint".to_string(), e.clone());
+            let http = e.starts_with("http://");
+            o.insert("aws_allow_http".to_string(), http.to_string());
+        }
+        if let Some((id, secret)) = &self.keys {
+            o.insert("aws_access_key_id".to_string(), id.clone());
+            o.insert("aws_secret_access_key".to_string(), secret.clone());
+        }
+        if let Some(t) = &self.session_token {
+            o.insert("aws_session_token".to_string(), t.clone());
+        }
+        let hosted = self.virtual_hosted_style.to_string();
+        o.insert("aws_virtual_hosted_style_request".to_string(), hosted);
+        o
     }
 }
 
@@ -53,7 +185,8 @@ impl Default for LanceDbOptions {
 type PinnedKey = (String, Option<String>, u64);
 
 /// The [`StorageBackend`](crate::StorageBackend) on LanceDB / Lance, for a
-/// local directory or `memory://`.
+/// local directory, `memory://`, or an S3-compatible object store (feature
+/// `s3`).
 ///
 /// - Every table is created with stable row ids, so row-level change sets
 ///   (`Dataset::delta`) work on it.
@@ -77,6 +210,9 @@ pub struct LanceDbBackend {
     pub(crate) conn: Connection,
     pub(crate) opts: LanceDbOptions,
     pub(crate) sync: Option<Arc<SyncCounter>>,
+    /// The Lance session of an object store (`s3://`…), to reach its
+    /// objects outside a dataset; `None` for local and `memory://` stores.
+    object_session: Option<Arc<lance::session::Session>>,
     /// Injected write faults of the durable store (tests).
     #[cfg(feature = "failpoints")]
     faults: Option<Arc<crate::lance::WriteFaults>>,
@@ -105,10 +241,15 @@ impl std::fmt::Debug for LanceDbBackend {
 impl LanceDbBackend {
     /// Open (creating if needed) a store with [`LanceDbOptions::default`].
     ///
-    /// `uri` is a local directory path, a `file://` URL or `memory://name`.
+    /// `uri` is a local directory path, a `file://` URL, `memory://name`,
+    /// or, with the feature `s3`, `s3://bucket/prefix` (its endpoint and
+    /// credentials in [`LanceDbOptions::storage_options`], see
+    /// [`open_with`](Self::open_with)).
     ///
     /// # Errors
-    /// The directory cannot be created or LanceDB refuses the URI.
+    /// The directory cannot be created or LanceDB refuses the URI;
+    /// [`Error::UnsupportedStore`] for `s3://` in a build without the
+    /// feature `s3`.
     ///
     /// # Example
     /// ```no_run
@@ -139,9 +280,17 @@ impl LanceDbBackend {
             .read_consistency_interval(opts.read_consistency)
             .storage_option("new_table_enable_stable_row_ids", "true");
         let mut sync = None;
+        let mut object_session = None;
         #[cfg(feature = "failpoints")]
         let mut faults = None;
-        if opts.durable && !uri.starts_with("memory://") {
+        if is_object_store(&uri) {
+            // The store acknowledges a PUT once it is stored: no syncs.
+            let session = Arc::new(lance::session::Session::default());
+            builder = builder
+                .storage_options(opts.storage_options.clone())
+                .session(session.clone());
+            object_session = Some(session);
+        } else if opts.durable && !uri.starts_with("memory://") {
             #[cfg(feature = "failpoints")]
             let (session, counter) = {
                 let f = Arc::new(crate::lance::WriteFaults::default());
@@ -162,6 +311,7 @@ impl LanceDbBackend {
             conn,
             opts,
             sync,
+            object_session,
             #[cfg(feature = "failpoints")]
             faults,
             existence: RwLock::new(HashMap::new()),
@@ -322,6 +472,39 @@ impl LanceDbBackend {
         format!("{}/{}.lance", self.uri.trim_end_matches('/'), name)
     }
 
+    /// For an object store: the store holding `table`'s objects and the
+    /// path of its dataset in it (`None` for local and `memory://`
+    /// stores, whose files the local file system reaches).
+    pub(crate) async fn object_dir(
+        &self,
+        table: &str,
+    ) -> Result<
+        Option<(
+            Arc<lance_io::object_store::ObjectStore>,
+            object_store::path::Path,
+        )>,
+    > {
+        let Some(session) = &self.object_session else {
+            return Ok(None);
+        };
+        let options = self.opts.storage_options.clone();
+        let params = lance_io::object_store::ObjectStoreParams {
+            storage_options_accessor: Some(Arc::new(
+                lance_io::object_store::StorageOptionsAccessor::with_static_options(options),
+            )),
+            ..Default::default()
+        };
+        let uri = self.table_uri(table);
+        let (store, path) = lance_io::object_store::ObjectStore::from_uri_and_params(
+            session.store_registry(),
+            &uri,
+            &params,
+        )
+        .await
+        .with_context(|| format!("opening the object store of {uri}"))?;
+        Ok(Some((store, path)))
+    }
+
     // ---- caches ----
 
     pub(crate) fn cached_existence(&self, name: &str) -> Option<bool> {
@@ -381,9 +564,24 @@ fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 /// Make a local path absolute (creating the directory); leave URLs alone.
+/// Whether `uri` names an object store (any scheme but `file` and
+/// `memory`).
+fn is_object_store(uri: &str) -> bool {
+    uri.split_once("://")
+        .is_some_and(|(scheme, _)| scheme != "file" && scheme != "memory")
+}
+
 fn normalize_uri(uri: &str) -> Result<String> {
     if uri.trim().is_empty() {
         return Err(Error::InvalidArgument("the store URI is empty".into()).into());
+    }
+    if !cfg!(feature = "s3") && (uri.starts_with("s3://") || uri.starts_with("s3+ddb://")) {
+        return Err(Error::UnsupportedStore {
+            uri: uri.to_string(),
+            detail: "this build has no S3 support: build lancebranch with the cargo feature `s3`"
+                .to_string(),
+        }
+        .into());
     }
     if uri.contains("://") {
         if let Some(path) = uri.strip_prefix("file://") {

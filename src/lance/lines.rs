@@ -72,7 +72,13 @@ impl BranchLines for LanceDbBackend {
         // the catalog reads lives under it (lines forked from it are
         // deleted first).
         let uri = self.table_uri(table);
-        if !uri.contains("://") {
+        if let Some((store, path)) = self.object_dir(table).await? {
+            let dir = branch.split('/').fold(path.join("tree"), |p, s| p.join(s));
+            store
+                .remove_dir_all(dir)
+                .await
+                .with_context(|| format!("removing the objects of branch {branch:?}"))?;
+        } else if !uri.contains("://") {
             let dir = std::path::Path::new(&uri).join("tree").join(branch);
             tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -93,7 +99,13 @@ impl BranchLines for LanceDbBackend {
             .into_keys()
             .collect();
         let uri = self.table_uri(table);
-        if !uri.contains("://") {
+        if let Some((store, path)) = self.object_dir(table).await? {
+            let dirs = store
+                .read_dir(path.join("tree"))
+                .await
+                .with_context(|| format!("listing the branch prefixes of {table:?}"))?;
+            all.extend(dirs);
+        } else if !uri.contains("://") {
             let tree = std::path::Path::new(&uri).join("tree");
             let dirs = tokio::task::spawn_blocking(move || tree_dirs(&tree))
                 .await?
@@ -112,7 +124,12 @@ impl BranchLines for LanceDbBackend {
         }
         // What a failed create left may not open as a dataset: remove it.
         let uri = self.table_uri(table);
-        if !uri.contains("://") {
+        if let Some((store, path)) = self.object_dir(table).await? {
+            store
+                .remove_dir_all(path)
+                .await
+                .with_context(|| format!("removing the objects of table {table:?}"))?;
+        } else if !uri.contains("://") {
             let dir = std::path::PathBuf::from(uri);
             tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

@@ -1,5 +1,7 @@
 //! [`LanceDbBackend`]: the [`StorageBackend`](crate::StorageBackend) on
-//! LanceDB 0.41 / Lance 14, with power-loss durability on local disks.
+//! LanceDB 0.41 / Lance 14, with power-loss durability on local disks, on
+//! `memory://`, and on S3-compatible object stores (feature `s3`, through
+//! [`S3Options`]; Lance commits there with conditional puts).
 
 mod backend;
 mod contract;
@@ -11,7 +13,7 @@ mod ops;
 mod search;
 mod take;
 
-pub use backend::{LanceDbBackend, LanceDbOptions};
+pub use backend::{LanceDbBackend, LanceDbOptions, S3Options};
 pub(crate) use durable::create_dir_synced;
 pub use durable::{SyncCounter, durable_session};
 #[cfg(feature = "failpoints")]

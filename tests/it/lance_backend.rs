@@ -44,6 +44,31 @@ impl Factory for Memory {
 lancebranch::conformance_suite!(lance_local_durable, crate::lance_backend::LocalDurable);
 lancebranch::conformance_suite!(lance_memory, crate::lance_backend::Memory);
 
+/// Stores on the local S3 server (see `tests/it/s3.rs`), a fresh prefix
+/// each.
+pub struct S3;
+
+#[async_trait]
+impl Factory for S3 {
+    async fn make(&self) -> Store {
+        let server = crate::s3::server();
+        let opts = LanceDbOptions {
+            storage_options: server.options(),
+            ..Default::default()
+        };
+        let uri = server.fresh_uri("conformance");
+        let backend = LanceDbBackend::open_with(&uri, opts)
+            .await
+            .expect("open an s3:// store");
+        Store {
+            backend: Arc::new(backend),
+            keep: vec![],
+        }
+    }
+}
+
+lancebranch::conformance_suite!(lance_s3, crate::lance_backend::S3);
+
 async fn local() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap().to_string();

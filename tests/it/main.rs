@@ -12,5 +12,6 @@ mod lance_backend;
 mod lifecycle;
 mod merge;
 mod pausing;
+mod s3;
 mod store_faults;
 mod stream;
