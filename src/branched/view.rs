@@ -13,6 +13,7 @@ use crate::branched::catalog::{Catalog, CatalogState, PinGuard, Record, TableRef
 use crate::branched::core::Core;
 use crate::branched::names::{MAIN, validate_branch_name, validate_tag_name};
 use crate::failpoints::FailPoint;
+use crate::lance::{StoreLocation, store_location};
 
 /// A view of one branch of a branched store. It implements
 /// [`StorageBackend`](crate::StorageBackend), so an engine uses a branch
@@ -95,25 +96,19 @@ pub struct TagInfo {
 
 /// Where the catalog of a store with this base URI lives (`None`: memory).
 fn catalog_dir(base_uri: &str) -> Result<Option<PathBuf>> {
-    if base_uri.starts_with("memory://") {
-        return Ok(None);
-    }
-    let path = match base_uri.split_once("://") {
-        None => base_uri,
-        Some(("file", path)) => path,
-        // An object store: a local catalog beside it would be a second,
+    match store_location(base_uri) {
+        StoreLocation::Memory => Ok(None),
+        StoreLocation::Local(path) => Ok(Some(PathBuf::from(path).join("_lancebranch"))),
+        // A local catalog beside an object store would be a second,
         // unshared source of truth (two machines would diverge).
-        Some(_) => {
-            return Err(Error::UnsupportedStore {
-                uri: base_uri.to_string(),
-                detail: "the catalog is kept in a local directory; open a local path (or \
-                         memory://) until the object-store catalog exists"
-                    .to_string(),
-            }
-            .into());
+        StoreLocation::Object => Err(Error::UnsupportedStore {
+            uri: base_uri.to_string(),
+            detail: "the catalog is kept in a local directory; open a local path (or \
+                     memory://) until the object-store catalog exists"
+                .to_string(),
         }
-    };
-    Ok(Some(PathBuf::from(path).join("_lancebranch")))
+        .into()),
+    }
 }
 
 impl BranchedBackend {
@@ -405,7 +400,7 @@ impl BranchedBackend {
         validate_tag_name(name)?;
         let tag = name.to_string();
         let op = self.core.catalog.fresh_id();
-        let check = move |st: &crate::branched::catalog::CatalogState, _: &[_]| {
+        let check = move |st: &CatalogState, _: &[_]| {
             let Some(t) = st.tags.get(&tag) else {
                 return Err(Error::TagNotFound(tag).into());
             };
@@ -438,9 +433,7 @@ impl BranchedBackend {
     /// long as the view or a clone of it lives.
     fn pinned_view(
         &self,
-        pick: impl FnOnce(
-            &crate::branched::catalog::CatalogState,
-        ) -> Result<(String, u64, BTreeMap<String, TableRef>)>,
+        pick: impl FnOnce(&CatalogState) -> Result<(String, u64, BTreeMap<String, TableRef>)>,
     ) -> Result<Self> {
         let mut owner = (String::new(), u64::MAX);
         let (refs, guard) = self.core.catalog.pin(|st| {
@@ -791,7 +784,7 @@ impl BranchedBackend {
 /// deepest first, and their lines nothing else reads (`pins`: live
 /// snapshots); the tables to collect garbage of afterwards.
 fn deletion(
-    st: &crate::branched::catalog::CatalogState,
+    st: &CatalogState,
     target: &str,
     cascade: bool,
     op: u64,
@@ -856,11 +849,7 @@ fn deletion(
 
 /// Branch `target` and its descendants, deepest first; without `cascade`,
 /// a branch with children is in use.
-fn doomed_branches(
-    st: &crate::branched::catalog::CatalogState,
-    target: &str,
-    cascade: bool,
-) -> Result<Vec<String>> {
+fn doomed_branches(st: &CatalogState, target: &str, cascade: bool) -> Result<Vec<String>> {
     if !st.branches.contains_key(target) {
         return Err(Error::BranchNotFound(target.to_string()).into());
     }

@@ -283,7 +283,7 @@ impl LanceDbBackend {
         let mut object_session = None;
         #[cfg(feature = "failpoints")]
         let mut faults = None;
-        if is_object_store(&uri) {
+        if store_location(&uri) == StoreLocation::Object {
             // The store acknowledges a PUT once it is stored: no syncs.
             let session = Arc::new(lance::session::Session::default());
             builder = builder
@@ -564,11 +564,26 @@ fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 /// Make a local path absolute (creating the directory); leave URLs alone.
-/// Whether `uri` names an object store (any scheme but `file` and
-/// `memory`).
-fn is_object_store(uri: &str) -> bool {
-    uri.split_once("://")
-        .is_some_and(|(scheme, _)| scheme != "file" && scheme != "memory")
+/// Where a store URI keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreLocation<'a> {
+    /// A local directory: a plain path or a `file://` URL (this path).
+    Local(&'a str),
+    /// `memory://`.
+    Memory,
+    /// An object store: any other scheme (`s3://`, `gs://`, …).
+    Object,
+}
+
+/// Where `uri` keeps its data. The one place that tells local, memory and
+/// object-store URIs apart.
+pub(crate) fn store_location(uri: &str) -> StoreLocation<'_> {
+    match uri.split_once("://") {
+        None => StoreLocation::Local(uri),
+        Some(("file", path)) => StoreLocation::Local(path),
+        Some(("memory", _)) => StoreLocation::Memory,
+        Some(_) => StoreLocation::Object,
+    }
 }
 
 fn normalize_uri(uri: &str) -> Result<String> {
