@@ -166,6 +166,60 @@ pub enum Error {
         /// Why, and what to use instead.
         detail: String,
     },
+    /// This writer was fenced: another process opened the store for
+    /// writing after it (taking a newer writer epoch), so this one may not
+    /// log, publish or undo anything any more. Nothing of the failed
+    /// operation was published; reopen the store to write again (which
+    /// fences the other writer in turn).
+    #[error(
+        "the store {store} was taken over by another writer: this writer (epoch {epoch}) is fenced and can no longer change it"
+    )]
+    Fenced {
+        /// The store's catalog.
+        store: String,
+        /// This writer's epoch (the LSN of its writer record).
+        epoch: u64,
+    },
+    /// The store was opened read-only (a follower): it cannot be written.
+    /// Nothing was changed.
+    #[error("the store {store} is open read-only: writes go through its writer")]
+    ReadOnlyStore {
+        /// The store's catalog.
+        store: String,
+    },
+    /// Another process has this local store open for writing (a local
+    /// store has one writer at a time, kept by a lock on its catalog log).
+    /// Open it read-only to follow it, or open it once the writer closed
+    /// it. Nothing was changed.
+    #[error(
+        "the store {path} is open for writing in another process (open it read-only to follow it)"
+    )]
+    StoreLocked {
+        /// The catalog directory.
+        path: String,
+    },
+    /// A read-only follower read a table whose data the writer removed or
+    /// replaced since the follower's catalog state (a version retention
+    /// removed, or a dataset dropped and created anew): the rows are not
+    /// returned. Refresh the follower and read again.
+    #[error(
+        "table {table:?} changed under this read-only follower (its data at the followed state is gone): refresh and read again"
+    )]
+    StaleRead {
+        /// The table.
+        table: String,
+    },
+    /// Another process committed to this table's Lance line while this
+    /// change ran (a writer fenced a moment ago, whose last commit landed
+    /// under this one): the change was not published, so nothing of the
+    /// other process's commit became visible. Retry the change.
+    #[error(
+        "another process committed to table {table:?} while this change ran (a fenced writer?): nothing was published; retry"
+    )]
+    ConcurrentCommit {
+        /// The table.
+        table: String,
+    },
 }
 
 impl Error {

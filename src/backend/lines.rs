@@ -256,4 +256,40 @@ pub trait BranchLines: StorageBackend {
         branch: Option<&str>,
         version: Option<u64>,
     ) -> Result<Vec<IndexInfo>>;
+
+    /// For a store on object storage: the object store and the store's
+    /// own path in it, where a branched store keeps its catalog beside the
+    /// tables. `None` (the default) for a local or in-memory store, whose
+    /// catalog is a local log.
+    async fn object_base(&self) -> Result<Option<ObjectBase>> {
+        Ok(None)
+    }
+
+    /// Whether the contents of version `upto` of a line come from version
+    /// `after` through commits of this handle only (none by another
+    /// process that wrote the line meanwhile, such as a writer fenced a
+    /// moment ago); a commit of this handle that restored a version at or
+    /// below `after` starts the contents afresh. Versions below `after` may
+    /// be forgotten. A branched store publishes a version only if so. `None` (the default): the store does not keep track,
+    /// and the check is skipped.
+    fn own_commits(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        after: u64,
+        upto: u64,
+    ) -> Option<bool> {
+        let _ = (table, branch, after, upto);
+        None
+    }
+}
+
+/// Where a store on object storage lives: the object store and the store's
+/// path in it (see [`BranchLines::object_base`]).
+#[derive(Debug, Clone)]
+pub struct ObjectBase {
+    /// The object store (with the store's credentials and endpoint).
+    pub store: Arc<dyn object_store::ObjectStore>,
+    /// The store's base path in it (the URI's path).
+    pub path: object_store::path::Path,
 }

@@ -13,16 +13,13 @@
 //! `format.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result};
-use lancebranch_wal::{Lsn, Options, SimStorage, Wal};
 use serde::{Deserialize, Serialize};
 
-use crate::branched::format::{
-    check_continuity, check_format, read_checkpoint, upgrade_format, write_checkpoint,
-};
+use crate::branched::log::{CatalogLog, WalLog, read_consistent};
 use crate::branched::names::MAIN;
 use crate::failpoints::FailPoint;
 
@@ -209,6 +206,13 @@ pub enum Record {
         /// Operation id.
         op: u64,
     },
+    /// A writer opened a store on object storage and took its log over:
+    /// its epoch is this record's LSN, and every earlier writer is fenced
+    /// (catalog format 2; a local store never logs it).
+    Writer {
+        /// Who took it over (host and process id), for diagnostics.
+        owner: String,
+    },
 }
 
 /// Merge bases of one (target, source) pair: each side's tables as of
@@ -321,6 +325,7 @@ impl CatalogState {
             | Record::EndCreate { op }
             | Record::EndCollect { op }
             | Record::Abort { op } => self.end(*op, rec),
+            Record::Writer { .. } => {}
         }
     }
 
@@ -419,6 +424,33 @@ impl CatalogState {
                 source: source_tables.clone(),
             },
         );
+    }
+
+    /// The version a Lance line of `table` started at (its first version
+    /// is numbered so), for a created line or one being created; `None`
+    /// for a main line or an unknown one.
+    pub(crate) fn line_start(&self, table: &str, line: Option<&str>) -> Option<u64> {
+        let line = line?;
+        let key = (table.to_string(), line.to_string());
+        if let Some(o) = self.line_origin.get(&key) {
+            return Some(o.version);
+        }
+        self.pending.values().find_map(|r| match r {
+            Record::BeginLine {
+                table: t,
+                line: l,
+                from,
+                ..
+            } if t == table && l == line => Some(from.version),
+            _ => None,
+        })
+    }
+
+    /// Every table a ref or a line of this state names.
+    pub(crate) fn known_tables(&self) -> BTreeSet<String> {
+        let mut all: BTreeSet<String> = self.refs().map(|(t, _)| t.clone()).collect();
+        all.extend(self.lines.iter().map(|(t, _)| t.clone()));
+        all
     }
 
     /// Lance lines that exist or may exist: created ones and those whose
@@ -623,12 +655,14 @@ pub fn line_owner(line: Option<&str>) -> Option<u64> {
 /// The durable catalog: state + log + checkpoints.
 pub struct Catalog {
     state: RwLock<CatalogState>,
-    wal: Wal<Record>,
+    log: Box<dyn CatalogLog>,
     /// Serializes appends so the log order is the apply order.
     commit: Mutex<()>,
     /// The LSN covered by the last checkpoint.
     last_checkpoint: std::sync::atomic::AtomicU64,
-    dir: Option<PathBuf>,
+    /// A follower: never appends, follows the log with
+    /// [`refresh`](Catalog::refresh).
+    read_only: bool,
     /// Live pins (snapshots, diffs and merges in flight): what they read,
     /// kept by retention and garbage collection. Registered under the
     /// commit lock, so a pin never sees a state a collection already gave
@@ -661,7 +695,10 @@ impl Drop for PinGuard {
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Catalog").field("dir", &self.dir).finish()
+        f.debug_struct("Catalog")
+            .field("log", &self.log.describe())
+            .field("read_only", &self.read_only)
+            .finish()
     }
 }
 
@@ -670,68 +707,85 @@ impl Catalog {
     ///
     /// # Errors
     /// The directory or the log cannot be read;
+    /// [`Error::StoreLocked`](crate::Error::StoreLocked) when another
+    /// process has it open for writing;
     /// [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) for a
     /// store of a newer format (nothing is changed);
     /// [`Error::CorruptCatalog`](crate::Error::CorruptCatalog) for a
     /// checkpoint that does not decode or a log that does not continue it.
     pub fn open(dir: Option<&Path>) -> Result<Arc<Self>> {
-        let (mut state, wal, recovered) = match dir {
-            Some(dir) => Self::open_dir(dir)?,
-            None => {
-                let (wal, rec) = Wal::<Record>::open_with_storage(
-                    SimStorage::new(),
-                    Options::default().sync(lancebranch_wal::SyncPolicy::Never),
-                )?;
-                (CatalogState::default(), wal, rec.records)
-            }
+        let (log, state, records) = match dir {
+            Some(dir) => WalLog::open(dir)?,
+            None => WalLog::memory()?,
         };
-        // What the checkpoint on disk covers: records replayed now count
-        // towards the next automatic checkpoint.
+        Ok(Self::from_log(Box::new(log), state, records, false))
+    }
+
+    /// A catalog over `log`, opened with the checkpoint's `state` and the
+    /// `records` after it; `read_only` for a follower.
+    pub(crate) fn from_log(
+        log: Box<dyn CatalogLog>,
+        mut state: CatalogState,
+        records: Vec<(u64, Record)>,
+        read_only: bool,
+    ) -> Arc<Self> {
+        // What the checkpoint covers: records replayed now count towards
+        // the next automatic checkpoint.
         let covered = state.applied;
-        for (lsn, r) in &recovered {
-            if lsn.0 > state.applied {
-                state.apply(lsn.0, r);
+        for (lsn, r) in &records {
+            if *lsn > state.applied {
+                state.apply(*lsn, r);
             }
         }
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             state: RwLock::new(state),
-            wal,
+            log,
             commit: Mutex::new(()),
             last_checkpoint: std::sync::atomic::AtomicU64::new(covered),
-            dir: dir.map(Path::to_path_buf),
+            read_only,
             pins: Mutex::new(BTreeMap::new()),
             next_pin: std::sync::atomic::AtomicU64::new(1),
             released: std::sync::atomic::AtomicBool::new(false),
-        }))
+        })
     }
 
-    /// The checkpoint, the log and the records after the checkpoint of the
-    /// catalog in `dir`, after the format and continuity checks.
-    #[allow(clippy::type_complexity)]
-    fn open_dir(dir: &Path) -> Result<(CatalogState, Wal<Record>, Vec<(Lsn, Record)>)> {
-        crate::lance::create_dir_synced(dir)
-            .with_context(|| format!("creating catalog directory {}", dir.display()))?;
-        // Refuse a newer store before the log's recovery repairs anything.
-        let format = check_format(dir)?;
-        let state = read_checkpoint(dir)?.unwrap_or_default();
-        let wal_dir = dir.join("wal");
-        if state.applied > 0 && !has_segments(&wal_dir) {
-            // Checked before the log's open creates a first segment.
-            check_continuity(dir, state.applied, None, 1)?;
+    /// Whether this catalog is a read-only follower.
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Where the log is, for messages.
+    pub(crate) fn describe(&self) -> String {
+        self.log.describe()
+    }
+
+    /// A follower: apply what the writer logged since this state (from a
+    /// newer checkpoint when the records were dropped meanwhile). Returns
+    /// how many records were applied. Blocking.
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub(crate) fn refresh(&self) -> Result<u64> {
+        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let covered = self.read().applied;
+        let (base, records) = match self.log.read_after(covered) {
+            Ok(records) => (None, records),
+            // The records after `covered` were checkpointed and dropped.
+            Err(_) => {
+                let (state, records) = read_consistent(self.log.as_ref())?;
+                (Some(state).filter(|s| s.applied > covered), records)
+            }
+        };
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(base) = base {
+            *st = base;
         }
-        let opts = Options::default().replay_from(Lsn(state.applied + 1));
-        let (wal, rec) = Wal::<Record>::open(&wal_dir, opts)
-            .with_context(|| format!("opening the catalog log in {}", dir.display()))?;
-        check_continuity(
-            dir,
-            state.applied,
-            rec.records.first().map(|(l, _)| l.0),
-            wal.next_lsn().0,
-        )?;
-        // Under the log's lock: only the process that owns the store marks
-        // its format.
-        upgrade_format(dir, format)?;
-        Ok((state, wal, rec.records))
+        for (lsn, r) in &records {
+            if *lsn > st.applied {
+                st.apply(*lsn, r);
+            }
+        }
+        Ok(st.applied.saturating_sub(covered))
     }
 
     /// A read of the current state.
@@ -818,13 +872,10 @@ impl Catalog {
         if recs.is_empty() {
             return Ok(recs);
         }
-        let lsns = self
-            .wal
-            .append_batch(&recs)
-            .context("logging catalog records")?;
+        let lsns = self.log.append(&recs)?;
         let applied = {
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-            for (lsn, rec) in (lsns.start.0..).zip(&recs) {
+            for (lsn, rec) in (lsns.start..).zip(&recs) {
                 st.apply(lsn, rec);
             }
             st.applied
@@ -874,17 +925,8 @@ impl Catalog {
     /// The checkpoint or the log cannot be read.
     pub(crate) fn log_after_checkpoint(&self) -> Result<(u64, Vec<(u64, Record)>)> {
         let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        let covered = match &self.dir {
-            Some(dir) => read_checkpoint(dir)?.map_or(0, |s| s.applied),
-            None => 0,
-        };
-        let iter = self.wal.iter_from(Lsn(covered + 1));
-        let records = iter
-            .context("reading the catalog log")?
-            .map(|item| item.map(|(lsn, rec)| (lsn.0, rec)))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .context("reading the catalog log")?;
-        Ok((covered, records))
+        let (state, records) = read_consistent(self.log.as_ref())?;
+        Ok((state.applied, records))
     }
 
     /// Write a checkpoint now and truncate the log below it.
@@ -897,26 +939,15 @@ impl Catalog {
     }
 
     fn checkpoint_locked(&self, fail: &crate::failpoints::FailPoints) -> Result<()> {
-        let Some(dir) = &self.dir else {
+        if self.read_only {
             return Ok(());
-        };
+        }
         let state = self.read().clone();
-        write_checkpoint(dir, &state)?;
+        self.log.checkpoint(&state, &|| {
+            fail.check(FailPoint::CheckpointAfterWriteBeforeTruncate)
+        })?;
         self.last_checkpoint
             .store(state.applied, std::sync::atomic::Ordering::Relaxed);
-        fail.check(FailPoint::CheckpointAfterWriteBeforeTruncate)?;
-        self.wal
-            .truncate_before(Lsn(state.applied + 1))
-            .context("truncating the catalog log")?;
         Ok(())
     }
-}
-
-/// Whether `wal_dir` holds any log segment.
-fn has_segments(wal_dir: &Path) -> bool {
-    std::fs::read_dir(wal_dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".wal"))
-    })
 }

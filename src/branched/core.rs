@@ -191,10 +191,14 @@ impl Core {
             self.catalog.fresh_id()
         };
         let ends2 = ends.clone();
+        let inner = self.inner.clone();
         let check = move |st: &CatalogState, _: &[(String, TableRef)]| {
             match st.branches.get(&name) {
                 Some(b) if b.id == id => {}
                 _ => return Err(Error::BranchNotFound(name).into()),
+            }
+            if let Some(table) = foreign_commit(st, &name, id, &tables, inner.as_ref()) {
+                return Err(Error::ConcurrentCommit { table }.into());
             }
             let mut recs = ends2;
             recs.push(Record::Publish {
@@ -546,4 +550,32 @@ impl Core {
         self.end_with_publish(id, table, Record::EndCreate { op });
         Ok(())
     }
+}
+
+/// The first of `tables` whose new version on a line of branch `name` (id
+/// `id`) was not made by this process alone: some version between what
+/// the branch published there (or where its line started) and the new one
+/// was committed by another process, such as a writer fenced a moment ago
+/// whose Lance commit landed under ours. Publishing it would publish that
+/// writer's change.
+fn foreign_commit(
+    st: &CatalogState,
+    name: &str,
+    id: u64,
+    tables: &[(String, Option<TableRef>)],
+    inner: &dyn BranchLines,
+) -> Option<String> {
+    let b = st.branches.get(name)?;
+    tables.iter().find_map(|(t, r)| {
+        let r = r.as_ref()?;
+        if line_owner(r.line.as_deref()) != Some(id) {
+            return None;
+        }
+        let base = match b.tables.get(t) {
+            Some(prev) if prev.line == r.line => prev.version,
+            _ => st.line_start(t, r.line.as_deref())?,
+        };
+        let own = inner.own_commits(t, r.line.as_deref(), base, r.version);
+        (r.version > base && own == Some(false)).then(|| t.clone())
+    })
 }

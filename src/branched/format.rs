@@ -25,7 +25,7 @@ use crate::backend::Error;
 use crate::branched::catalog::CatalogState;
 
 /// The catalog format this build writes and the newest it reads.
-pub const CATALOG_FORMAT: u32 = 1;
+pub const CATALOG_FORMAT: u32 = 2;
 
 /// The format byte in front of a checkpoint.
 pub const CHECKPOINT_FORMAT: u8 = 1;
@@ -52,32 +52,53 @@ pub(crate) fn check_format(dir: &Path) -> Result<Option<u32>> {
     let Some(bytes) = read_if_exists(&path)? else {
         return Ok(None);
     };
-    let text = String::from_utf8_lossy(&bytes);
+    parse_format(&dir.display().to_string(), &bytes).map(Some)
+}
+
+/// Mark the store as holding catalog format `writes` (the newest format of
+/// the records its log may get) unless `found` already says that or more:
+/// a store is marked with a newer format only once it may hold records an
+/// older build cannot read.
+pub(crate) fn upgrade_format(dir: &Path, found: Option<u32>, writes: u32) -> Result<()> {
+    if found.is_some_and(|f| f >= writes) {
+        return Ok(());
+    }
+    write_atomic(dir, FORMAT_FILE, format_line(writes).as_bytes())
+}
+
+/// The format marker's text for format `n`.
+pub(crate) fn format_line(n: u32) -> String {
+    format!("{FORMAT_PREFIX}{n}\n")
+}
+
+/// The format a marker's text names.
+///
+/// # Errors
+/// [`Error::UnsupportedFormat`] for a format newer than this build's,
+/// [`Error::CorruptCatalog`] for a marker that does not parse.
+pub(crate) fn parse_format(place: &str, bytes: &[u8]) -> Result<u32> {
+    let text = String::from_utf8_lossy(bytes);
     let found = text
         .strip_suffix('\n')
         .and_then(|t| t.strip_prefix(FORMAT_PREFIX))
         .and_then(|n| n.parse::<u32>().ok())
         .filter(|n| *n >= 1)
-        .ok_or_else(|| corrupt(dir, format!("{} reads {text:?}", path.display())))?;
+        .ok_or_else(|| {
+            anyhow::Error::from(Error::CorruptCatalog {
+                path: place.to_string(),
+                detail: format!("the format marker reads {text:?}"),
+            })
+        })?;
     if found > CATALOG_FORMAT {
         return Err(Error::UnsupportedFormat {
             what: "catalog",
-            path: dir.display().to_string(),
+            path: place.to_string(),
             found,
             supported: CATALOG_FORMAT,
         }
         .into());
     }
-    Ok(Some(found))
-}
-
-/// Write this build's format marker unless `found` already is it.
-pub(crate) fn upgrade_format(dir: &Path, found: Option<u32>) -> Result<()> {
-    if found == Some(CATALOG_FORMAT) {
-        return Ok(());
-    }
-    let line = format!("{FORMAT_PREFIX}{CATALOG_FORMAT}\n");
-    write_atomic(dir, FORMAT_FILE, line.as_bytes())
+    Ok(found)
 }
 
 /// The contents of `path`, or `None` when there is no such file.
@@ -118,39 +139,55 @@ pub(crate) fn read_checkpoint(dir: &Path) -> Result<Option<CatalogState>> {
     let Some(bytes) = read_if_exists(&path)? else {
         return Ok(None);
     };
+    decode_checkpoint(&path.display().to_string(), &bytes).map(Some)
+}
+
+/// Decode a checkpoint's bytes (`place` names it in errors).
+///
+/// # Errors
+/// [`Error::UnsupportedFormat`] for a newer checkpoint format,
+/// [`Error::CorruptCatalog`] for one that does not decode exactly.
+pub(crate) fn decode_checkpoint(place: &str, bytes: &[u8]) -> Result<CatalogState> {
+    let corrupt = |detail: String| -> anyhow::Error {
+        Error::CorruptCatalog {
+            path: place.to_string(),
+            detail,
+        }
+        .into()
+    };
     match bytes.split_first() {
         Some((&CHECKPOINT_FORMAT, payload)) => match postcard::take_from_bytes(payload) {
-            Ok((state, [])) => Ok(Some(state)),
-            Ok((_, rest)) => Err(corrupt(
-                dir,
-                format!(
-                    "{} has {} bytes after its state",
-                    path.display(),
-                    rest.len()
-                ),
-            )),
-            Err(e) => Err(corrupt(dir, format!("decoding {}: {e}", path.display()))),
+            Ok((state, [])) => Ok(state),
+            Ok((_, rest)) => Err(corrupt(format!(
+                "the checkpoint has {} bytes after its state",
+                rest.len()
+            ))),
+            Err(e) => Err(corrupt(format!("decoding the checkpoint: {e}"))),
         },
         Some((&v, _)) if v > CHECKPOINT_FORMAT => Err(Error::UnsupportedFormat {
             what: "checkpoint",
-            path: path.display().to_string(),
+            path: place.to_string(),
             found: u32::from(v),
             supported: u32::from(CHECKPOINT_FORMAT),
         }
         .into()),
-        Some((v, _)) => Err(corrupt(
-            dir,
-            format!("{} has the unknown format byte {v}", path.display()),
-        )),
-        None => Err(corrupt(dir, format!("{} is empty", path.display()))),
+        Some((v, _)) => Err(corrupt(format!(
+            "the checkpoint has the unknown format byte {v}"
+        ))),
+        None => Err(corrupt("the checkpoint is empty".to_string())),
     }
+}
+
+/// A checkpoint's bytes: the format byte and the postcard state.
+pub(crate) fn encode_checkpoint(state: &CatalogState) -> Result<Vec<u8>> {
+    let mut bytes = vec![CHECKPOINT_FORMAT];
+    bytes.extend(postcard::to_stdvec(state).context("encoding the checkpoint")?);
+    Ok(bytes)
 }
 
 /// Write `state` as the checkpoint in `dir` (atomically, durably).
 pub(crate) fn write_checkpoint(dir: &Path, state: &CatalogState) -> Result<()> {
-    let mut bytes = vec![CHECKPOINT_FORMAT];
-    bytes.extend(postcard::to_stdvec(state).context("encoding the checkpoint")?);
-    write_atomic(dir, CHECKPOINT, &bytes)
+    write_atomic(dir, CHECKPOINT, &encode_checkpoint(state)?)
 }
 
 /// Check that a log whose replay (from `covered + 1`) began at
@@ -210,7 +247,9 @@ mod tests {
     fn format_marker_round_trip_and_newer_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(check_format(dir.path()).unwrap(), None);
-        upgrade_format(dir.path(), None).unwrap();
+        upgrade_format(dir.path(), None, 1).unwrap();
+        assert_eq!(check_format(dir.path()).unwrap(), Some(1));
+        upgrade_format(dir.path(), Some(1), CATALOG_FORMAT).unwrap();
         assert_eq!(check_format(dir.path()).unwrap(), Some(CATALOG_FORMAT));
         std::fs::write(
             dir.path().join(FORMAT_FILE),

@@ -285,6 +285,9 @@ impl BranchedBackend {
     /// # Ok(()) }
     /// ```
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport> {
+        if repair {
+            self.store_writable()?;
+        }
         let core = &self.core;
         let _gate = if repair {
             Some(core.gate.write().await)

@@ -11,7 +11,9 @@ use arrow_schema::SchemaRef;
 use crate::backend::{BranchLines, Error, validate_table_name};
 use crate::branched::catalog::{Catalog, CatalogState, PinGuard, Record, TableRef, line_owner};
 use crate::branched::core::Core;
+use crate::branched::log::WalLog;
 use crate::branched::names::{MAIN, validate_branch_name, validate_tag_name};
+use crate::branched::object_log::ObjectLog;
 use crate::failpoints::FailPoint;
 use crate::lance::{StoreLocation, store_location};
 
@@ -94,20 +96,66 @@ pub struct TagInfo {
     pub versions: BTreeMap<String, u64>,
 }
 
-/// Where the catalog of a store with this base URI lives (`None`: memory).
-fn catalog_dir(base_uri: &str) -> Result<Option<PathBuf>> {
+/// Where the catalog of a store with this base URI lives: a local
+/// directory (`Some`), memory (`None`), or the store's object storage
+/// (`Err(uri)`).
+fn catalog_dir(base_uri: &str) -> std::result::Result<Option<PathBuf>, String> {
     match store_location(base_uri) {
         StoreLocation::Memory => Ok(None),
         StoreLocation::Local(path) => Ok(Some(PathBuf::from(path).join("_lancebranch"))),
-        // A local catalog beside an object store would be a second,
-        // unshared source of truth (two machines would diverge).
-        StoreLocation::Object => Err(Error::UnsupportedStore {
-            uri: base_uri.to_string(),
-            detail: "the catalog is kept in a local directory; open a local path (or \
-                     memory://) until the object-store catalog exists"
-                .to_string(),
+        StoreLocation::Object => Err(base_uri.to_string()),
+    }
+}
+
+/// Who opens a store for writing (host and process id), logged in its
+/// writer record.
+fn owner() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// Open the catalog of the store `inner`: a local log in
+/// `<base>/_lancebranch/` (in memory for `memory://`), or the object log
+/// on the store's own object storage (never a local file: two machines
+/// would diverge). `write`: as the store's one writer; otherwise as a
+/// read-only follower.
+async fn open_catalog(inner: &dyn BranchLines, write: bool) -> Result<Arc<Catalog>> {
+    let base_uri = inner.base_uri().to_string();
+    match catalog_dir(&base_uri) {
+        Ok(None) if !write => Err(Error::UnsupportedStore {
+            uri: base_uri,
+            detail: "an in-memory store has no followers: take a snapshot() instead".to_string(),
         }
         .into()),
+        Ok(dir) => {
+            let open = move || match (write, dir) {
+                (true, dir) => Catalog::open(dir.as_deref()),
+                (false, Some(dir)) => {
+                    let (log, state, records) = WalLog::open_read_only(&dir)?;
+                    Ok(Catalog::from_log(Box::new(log), state, records, true))
+                }
+                (false, None) => unreachable!("refused above"),
+            };
+            tokio::task::spawn_blocking(open).await?
+        }
+        Err(uri) => {
+            let Some(base) = inner.object_base().await? else {
+                return Err(Error::UnsupportedStore {
+                    uri,
+                    detail: "this store gives no object store to keep the catalog in (a \
+                             LanceDbBackend on s3:// needs the `s3` feature)"
+                        .to_string(),
+                }
+                .into());
+            };
+            let handle = tokio::runtime::Handle::current();
+            let open = move || {
+                let (log, state, records) =
+                    ObjectLog::open(base.store, &base.path, &uri, handle, write, &owner())?;
+                Ok(Catalog::from_log(Box::new(log), state, records, !write))
+            };
+            tokio::task::spawn_blocking(open).await?
+        }
     }
 }
 
@@ -115,14 +163,19 @@ impl BranchedBackend {
     /// Open the branched store over `inner` and return the view of `main`,
     /// after finishing or undoing every operation a crash interrupted.
     ///
-    /// The catalog lives in `<inner base>/_lancebranch/` (in memory for a
-    /// `memory://` store). Only one process may open a store at a time;
-    /// a second open fails with a lock error.
+    /// The catalog lives in `<inner base>/_lancebranch/`: a local log for
+    /// a local directory (in memory for `memory://`), objects on the same
+    /// object storage for `s3://…` (see the README's multi-process model).
+    /// A store has one writer at a time: on local disk a second open for
+    /// writing fails with [`Error::StoreLocked`] while the first lives; on
+    /// object storage the open takes the store over and the earlier writer
+    /// is fenced ([`Error::Fenced`] at its next change). Other processes
+    /// follow it with [`open_read_only`](Self::open_read_only).
     ///
     /// # Errors
-    /// [`Error::UnsupportedStore`] for a store on an object-store URI
-    /// (`s3://`, …); the catalog cannot be read or is locked, or recovery
-    /// fails.
+    /// [`Error::StoreLocked`]; [`Error::UnsupportedStore`] for an object
+    /// store `inner` gives no access to; the catalog cannot be read, or
+    /// recovery fails.
     ///
     /// # Example
     /// ```no_run
@@ -135,6 +188,80 @@ impl BranchedBackend {
     /// ```
     pub async fn open(inner: Arc<dyn BranchLines>) -> Result<Self> {
         Self::open_armed(inner, &[]).await
+    }
+
+    /// Open the store over `inner` as a read-only follower and return the
+    /// view of `main`: it reads what the store's writer (another process,
+    /// or another machine on object storage) published, as of this open or
+    /// the last [`refresh`](Self::refresh), and never writes: no lock, no
+    /// recovery, every change fails with [`Error::ReadOnlyStore`].
+    ///
+    /// # Errors
+    /// The store has no catalog yet (its writer never opened it);
+    /// [`Error::UnsupportedStore`] for `memory://` (use a
+    /// [`snapshot`](Self::snapshot)); the catalog cannot be read.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use std::sync::Arc;
+    /// use lancebranch::{LanceDbBackend, StorageBackend, branched::BranchedBackend};
+    /// let inner = Arc::new(LanceDbBackend::open("/data/store").await?);
+    /// let follower = BranchedBackend::open_read_only(inner).await?;
+    /// let before = follower.count_rows("people", None).await?;
+    /// follower.refresh().await?; // see what the writer published since
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_read_only(inner: Arc<dyn BranchLines>) -> Result<Self> {
+        let base_uri = inner.base_uri().to_string();
+        let catalog = open_catalog(inner.as_ref(), false).await?;
+        let core = Arc::new(Core::new(inner, catalog));
+        Ok(Self {
+            core,
+            name: MAIN.to_string(),
+            id: 0,
+            pinned: None,
+            base_uri,
+        })
+    }
+
+    /// A read-only follower: read what the writer logged since this
+    /// store's catalog state was read, so that every view of it sees the
+    /// newest published state. Returns how many catalog records were
+    /// applied (0: nothing new). A writer's own views are always current:
+    /// for them this does nothing.
+    ///
+    /// # Errors
+    /// The catalog cannot be read (the state stays as it was).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(follower: lancebranch::branched::BranchedBackend) -> anyhow::Result<()> {
+    /// if follower.refresh().await? > 0 {
+    ///     println!("the writer published something");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn refresh(&self) -> Result<u64> {
+        if !self.core.catalog.is_read_only() {
+            return Ok(0);
+        }
+        let cat = self.core.catalog.clone();
+        let applied = tokio::task::spawn_blocking(move || cat.refresh()).await??;
+        if applied > 0 {
+            // Cached handles and existence answers may predate the writer's
+            // changes (a dataset dropped and created anew).
+            for t in self.core.catalog.read().known_tables() {
+                self.core.inner.invalidate_cache(&t);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Whether this view belongs to a read-only follower
+    /// ([`open_read_only`](Self::open_read_only)).
+    pub fn is_read_only(&self) -> bool {
+        self.core.catalog.is_read_only()
     }
 
     /// [`open`](Self::open) with fail points armed before recovery runs, to
@@ -172,8 +299,7 @@ impl BranchedBackend {
         points: &[(crate::failpoints::FailPoint, u64)],
     ) -> Result<Self> {
         let base_uri = inner.base_uri().to_string();
-        let dir = catalog_dir(&base_uri)?;
-        let catalog = tokio::task::spawn_blocking(move || Catalog::open(dir.as_deref())).await??;
+        let catalog = open_catalog(inner.as_ref(), true).await?;
         let mut core = Core::new(inner, catalog);
         #[cfg(feature = "failpoints")]
         for (point, skip) in points {
@@ -250,9 +376,7 @@ impl BranchedBackend {
     /// gone ([`Error::BranchNotFound`]).
     pub async fn fork(&self, name: &str) -> Result<Self> {
         validate_branch_name(name)?;
-        if self.pinned.is_some() {
-            return Err(Error::ReadOnlyView(self.name.clone()).into());
-        }
+        self.writable()?;
         self.core.fail.check(FailPoint::ForkBeforeRecord)?;
         let id = self.core.catalog.fresh_id();
         let (parent, parent_id, new) = (self.name.clone(), self.id, name.to_string());
@@ -282,6 +406,7 @@ impl BranchedBackend {
     pub async fn fork_at(&self, name: &str, tag: &str) -> Result<Self> {
         validate_branch_name(name)?;
         validate_tag_name(tag)?;
+        self.store_writable()?;
         self.core.fail.check(FailPoint::ForkBeforeRecord)?;
         let id = self.core.catalog.fresh_id();
         let (tag, new) = (tag.to_string(), name.to_string());
@@ -332,6 +457,7 @@ impl BranchedBackend {
     /// [`Error::BranchInUse`].
     pub async fn delete_branch(&self, name: &str, cascade: bool) -> Result<()> {
         validate_branch_name(name)?;
+        self.store_writable()?;
         // Exclusive: no operation of this process is in flight, so none can
         // publish to, or make a line on, a branch being deleted.
         let _gate = self.core.gate.write().await;
@@ -358,6 +484,7 @@ impl BranchedBackend {
     /// [`Error::InvalidName`], [`Error::TagExists`], [`Error::BranchNotFound`].
     pub async fn tag(&self, name: &str) -> Result<()> {
         validate_tag_name(name)?;
+        self.store_writable()?;
         self.core.fail.check(FailPoint::TagBeforeRecord)?;
         let (tag, branch, id) = (name.to_string(), self.name.clone(), self.id);
         self.core
@@ -398,6 +525,7 @@ impl BranchedBackend {
     /// [`Error::InvalidName`], [`Error::TagNotFound`].
     pub async fn delete_tag(&self, name: &str) -> Result<()> {
         validate_tag_name(name)?;
+        self.store_writable()?;
         let tag = name.to_string();
         let op = self.core.catalog.fresh_id();
         let check = move |st: &CatalogState, _: &[_]| {
@@ -524,6 +652,7 @@ impl BranchedBackend {
     /// # Errors
     /// The checkpoint cannot be written.
     pub async fn checkpoint(&self) -> Result<()> {
+        self.store_writable()?;
         let cat = self.core.catalog.clone();
         let fail = self.core.fail.clone();
         tokio::task::spawn_blocking(move || cat.checkpoint_with(&fail)).await?
@@ -531,9 +660,30 @@ impl BranchedBackend {
 
     // ---- helpers for the contract ----
 
+    /// Whether this view may change the store: not a snapshot, not a
+    /// follower's.
+    ///
+    /// # Errors
+    /// [`Error::ReadOnlyView`], [`Error::ReadOnlyStore`].
     pub(crate) fn writable(&self) -> Result<()> {
+        self.store_writable()?;
         if self.pinned.is_some() {
             return Err(Error::ReadOnlyView(self.name.clone()).into());
+        }
+        Ok(())
+    }
+
+    /// Whether the store may be changed through this view's core (a
+    /// follower's may not).
+    ///
+    /// # Errors
+    /// [`Error::ReadOnlyStore`].
+    pub(crate) fn store_writable(&self) -> Result<()> {
+        if self.core.catalog.is_read_only() {
+            return Err(Error::ReadOnlyStore {
+                store: self.core.catalog.describe(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -887,12 +1037,9 @@ mod tests {
         assert_eq!(local("file:///data/s"), Some("/data/s/_lancebranch".into()));
         assert_eq!(local("relative/s"), Some("relative/s/_lancebranch".into()));
         assert_eq!(local("memory://x"), None);
+        // An object store's catalog is never a local directory.
         for uri in ["s3://bucket/s", "gs://b/s", "az://c/s", "s3+ddb://t/s"] {
-            let err = catalog_dir(uri).unwrap_err();
-            assert!(
-                matches!(Error::of(&err), Some(Error::UnsupportedStore { .. })),
-                "{uri}: {err:#}"
-            );
+            assert_eq!(catalog_dir(uri), Err(uri.to_string()));
         }
     }
 }

@@ -227,7 +227,14 @@ pub struct LanceDbBackend {
     /// manifests of every branch, holds it exclusively (a branch dropped
     /// under it failed the cleanup with a missing manifest).
     trees: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
+    /// Per (table, line): the versions this handle committed and nobody
+    /// has vouched for yet (see [`BranchLines::own_commits`]).
+    made: Mutex<MadeVersions>,
 }
+
+/// Per (table, line): the versions a handle committed, each with the
+/// version whose contents it restored, if it was a restore.
+type MadeVersions = HashMap<(String, Option<String>), std::collections::BTreeMap<u64, Option<u64>>>;
 
 impl std::fmt::Debug for LanceDbBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -319,6 +326,7 @@ impl LanceDbBackend {
             pinned: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             trees: Mutex::new(HashMap::new()),
+            made: Mutex::new(HashMap::new()),
         })
     }
 
@@ -487,22 +495,47 @@ impl LanceDbBackend {
         let Some(session) = &self.object_session else {
             return Ok(None);
         };
-        let options = self.opts.storage_options.clone();
-        let params = lance_io::object_store::ObjectStoreParams {
-            storage_options_accessor: Some(Arc::new(
-                lance_io::object_store::StorageOptionsAccessor::with_static_options(options),
-            )),
-            ..Default::default()
-        };
         let uri = self.table_uri(table);
         let (store, path) = lance_io::object_store::ObjectStore::from_uri_and_params(
             session.store_registry(),
             &uri,
-            &params,
+            &self.object_params(),
         )
         .await
         .with_context(|| format!("opening the object store of {uri}"))?;
         Ok(Some((store, path)))
+    }
+
+    /// For an object store: the store and this store's base path in it
+    /// (where a branched store keeps its catalog); `None` for local and
+    /// `memory://` stores.
+    pub(crate) async fn object_base(&self) -> Result<Option<crate::backend::ObjectBase>> {
+        let Some(session) = &self.object_session else {
+            return Ok(None);
+        };
+        let (store, path) = lance_io::object_store::ObjectStore::from_uri_and_params(
+            session.store_registry(),
+            &self.uri,
+            &self.object_params(),
+        )
+        .await
+        .with_context(|| format!("opening the object store of {}", self.uri))?;
+        Ok(Some(crate::backend::ObjectBase {
+            store: store.inner.clone(),
+            path,
+        }))
+    }
+
+    /// The parameters that reach this store's object store (its storage
+    /// options).
+    fn object_params(&self) -> lance_io::object_store::ObjectStoreParams {
+        let options = self.opts.storage_options.clone();
+        lance_io::object_store::ObjectStoreParams {
+            storage_options_accessor: Some(Arc::new(
+                lance_io::object_store::StorageOptionsAccessor::with_static_options(options),
+            )),
+            ..Default::default()
+        }
     }
 
     // ---- caches ----
@@ -529,6 +562,67 @@ impl LanceDbBackend {
     /// mean something else once the branch is removed or re-created).
     pub(crate) fn forget_line(&self, name: &str, line: &str) {
         write_lock(&self.pinned).retain(|(t, b, _), _| !(t == name && b.as_deref() == Some(line)));
+        self.lock_made()
+            .remove(&(name.to_string(), Some(line.to_string())));
+    }
+
+    fn lock_made(&self) -> std::sync::MutexGuard<'_, MadeVersions> {
+        self.made.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Note that this handle committed `version` of a line (returned as
+    /// is); `restored`: the commit restored the line's contents of that
+    /// version.
+    pub(crate) fn made(
+        &self,
+        table: &str,
+        line: Option<&str>,
+        version: u64,
+        restored: Option<u64>,
+    ) -> u64 {
+        self.lock_made()
+            .entry((table.to_string(), line.map(str::to_string)))
+            .or_default()
+            .insert(version, restored);
+        version
+    }
+
+    /// Note that this handle committed every version of a line from
+    /// `after` (exclusive) up to `upto`.
+    pub(crate) fn made_range(&self, table: &str, line: Option<&str>, after: u64, upto: u64) {
+        self.lock_made()
+            .entry((table.to_string(), line.map(str::to_string)))
+            .or_default()
+            .extend((after + 1..=upto).map(|v| (v, None)));
+    }
+
+    /// Whether the contents of version `upto` of a line come from version
+    /// `after` through commits of this handle only: each version down from
+    /// `upto` is this handle's, back to `after` or to a commit of this
+    /// handle that restored a version at or below `after` (what lies
+    /// under such a restore is not part of the contents). Versions below
+    /// `after` are forgotten.
+    pub(crate) fn made_all(&self, table: &str, line: Option<&str>, after: u64, upto: u64) -> bool {
+        let mut made = self.lock_made();
+        let key = (table.to_string(), line.map(str::to_string));
+        let Some(versions) = made.get_mut(&key) else {
+            return upto <= after;
+        };
+        *versions = versions.split_off(&after);
+        for v in (after + 1..=upto).rev() {
+            match versions.get(&v) {
+                None => return false,
+                Some(Some(restored)) if *restored <= after => return true,
+                Some(_) => {}
+            }
+        }
+        true
+    }
+
+    /// Forget the versions noted for every line of `table` (its dataset
+    /// is gone).
+    pub(crate) fn forget_made(&self, table: &str) {
+        self.lock_made().retain(|(t, _), _| t != table);
     }
 
     pub(crate) fn forget_all(&self) {

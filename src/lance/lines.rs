@@ -117,6 +117,7 @@ impl BranchLines for LanceDbBackend {
 
     async fn purge_table(&self, table: &str) -> Result<()> {
         crate::backend::validate_table_name(table)?;
+        self.forget_made(table);
         match self.do_drop_table(table).await {
             Ok(()) => {}
             Err(e) if matches!(Error::of(&e), Some(Error::TableNotFound(_))) => {}
@@ -148,7 +149,8 @@ impl BranchLines for LanceDbBackend {
         batches: Vec<RecordBatch>,
         mode: WriteMode,
     ) -> Result<Option<u64>> {
-        LanceDbBackend::write_line(self, table, branch, batches, mode).await
+        let v = LanceDbBackend::write_line(self, table, branch, batches, mode).await?;
+        Ok(v.map(|v| self.made(table, branch, v, None)))
     }
 
     async fn merge_insert_line(
@@ -158,7 +160,8 @@ impl BranchLines for LanceDbBackend {
         on: &[&str],
         batches: Vec<RecordBatch>,
     ) -> Result<Option<u64>> {
-        LanceDbBackend::merge_insert_line(self, table, branch, on, batches).await
+        let v = LanceDbBackend::merge_insert_line(self, table, branch, on, batches).await?;
+        Ok(v.map(|v| self.made(table, branch, v, None)))
     }
 
     async fn upsert_line(
@@ -168,7 +171,8 @@ impl BranchLines for LanceDbBackend {
         on: &[&str],
         batches: Vec<RecordBatch>,
     ) -> Result<Option<u64>> {
-        LanceDbBackend::merge_line(self, table, branch, on, batches, true).await
+        let v = LanceDbBackend::merge_line(self, table, branch, on, batches, true).await?;
+        Ok(v.map(|v| self.made(table, branch, v, None)))
     }
 
     async fn delete_rows_line(
@@ -177,7 +181,8 @@ impl BranchLines for LanceDbBackend {
         branch: Option<&str>,
         filter: &str,
     ) -> Result<u64> {
-        self.delete_line(table, branch, filter).await
+        let v = self.delete_line(table, branch, filter).await?;
+        Ok(self.made(table, branch, v, None))
     }
 
     async fn delete_by_row_ids_line(
@@ -197,7 +202,10 @@ impl BranchLines for LanceDbBackend {
         t.checkout_latest()
             .await
             .map_err(|e| map_lancedb(e, table))?;
-        Ok((Some(new.version().version), left))
+        Ok((
+            Some(self.made(table, branch, new.version().version, None)),
+            left,
+        ))
     }
 
     async fn overwrite_line(
@@ -207,11 +215,13 @@ impl BranchLines for LanceDbBackend {
         batches: Vec<RecordBatch>,
         schema: Arc<Schema>,
     ) -> Result<u64> {
-        LanceDbBackend::overwrite_line(self, table, branch, batches, schema).await
+        let v = LanceDbBackend::overwrite_line(self, table, branch, batches, schema).await?;
+        Ok(self.made(table, branch, v, None))
     }
 
     async fn restore_line(&self, table: &str, branch: Option<&str>, version: u64) -> Result<u64> {
-        LanceDbBackend::restore_line(self, table, branch, version).await
+        let v = LanceDbBackend::restore_line(self, table, branch, version).await?;
+        Ok(self.made(table, branch, v, Some(version)))
     }
 
     async fn optimize_line(
@@ -220,7 +230,11 @@ impl BranchLines for LanceDbBackend {
         branch: Option<&str>,
         keep_from: Option<u64>,
     ) -> Result<u64> {
-        LanceDbBackend::optimize_line(self, table, branch, keep_from).await
+        // Several commits (compaction, index upkeep): the range is noted.
+        let before = self.line_version(table, branch).await?;
+        let v = LanceDbBackend::optimize_line(self, table, branch, keep_from).await?;
+        self.made_range(table, branch, before, v);
+        Ok(v)
     }
 
     async fn count_rows_at(
@@ -255,7 +269,11 @@ impl BranchLines for LanceDbBackend {
         name: &str,
         params: VectorIndexParams,
     ) -> Result<u64> {
-        LanceDbBackend::create_vector_index_line(self, table, branch, column, name, params).await
+        let before = self.line_version(table, branch).await?;
+        let v = LanceDbBackend::create_vector_index_line(self, table, branch, column, name, params)
+            .await?;
+        self.made_range(table, branch, before, v);
+        Ok(v)
     }
 
     async fn create_fts_index_line(
@@ -266,8 +284,18 @@ impl BranchLines for LanceDbBackend {
         name: Option<&str>,
         with_positions: bool,
     ) -> Result<u64> {
-        LanceDbBackend::create_fts_index_line(self, table, branch, columns, name, with_positions)
-            .await
+        let before = self.line_version(table, branch).await?;
+        let v = LanceDbBackend::create_fts_index_line(
+            self,
+            table,
+            branch,
+            columns,
+            name,
+            with_positions,
+        )
+        .await?;
+        self.made_range(table, branch, before, v);
+        Ok(v)
     }
 
     async fn create_scalar_index_line(
@@ -278,12 +306,18 @@ impl BranchLines for LanceDbBackend {
         index_type: ScalarIndexType,
         name: Option<&str>,
     ) -> Result<u64> {
-        LanceDbBackend::create_scalar_index_line(self, table, branch, columns, index_type, name)
-            .await
+        let before = self.line_version(table, branch).await?;
+        let v = LanceDbBackend::create_scalar_index_line(
+            self, table, branch, columns, index_type, name,
+        )
+        .await?;
+        self.made_range(table, branch, before, v);
+        Ok(v)
     }
 
     async fn drop_index_line(&self, table: &str, branch: Option<&str>, name: &str) -> Result<u64> {
-        LanceDbBackend::drop_index_line(self, table, branch, name).await
+        let v = LanceDbBackend::drop_index_line(self, table, branch, name).await?;
+        Ok(self.made(table, branch, v, None))
     }
 
     async fn row_changes(
@@ -398,7 +432,7 @@ impl BranchLines for LanceDbBackend {
         t.checkout_latest()
             .await
             .map_err(|e| map_lancedb(e, table))?;
-        Ok(ds.version().version)
+        Ok(self.made(table, branch, ds.version().version, None))
     }
 
     async fn list_indexes_at(
@@ -408,6 +442,20 @@ impl BranchLines for LanceDbBackend {
         version: Option<u64>,
     ) -> Result<Vec<IndexInfo>> {
         LanceDbBackend::list_indexes_at(self, table, branch, version).await
+    }
+
+    async fn object_base(&self) -> Result<Option<crate::backend::ObjectBase>> {
+        LanceDbBackend::object_base(self).await
+    }
+
+    fn own_commits(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        after: u64,
+        upto: u64,
+    ) -> Option<bool> {
+        Some(self.made_all(table, branch, after, upto))
     }
 }
 

@@ -42,6 +42,26 @@ lancebranch::conformance_suite!(branched_main, crate::branched::View(0));
 lancebranch::conformance_suite!(branched_fresh_branch, crate::branched::View(1));
 lancebranch::conformance_suite!(branched_nested_3, crate::branched::View(3));
 
+/// A fresh branch of a fresh store on the local S3 server: the catalog is
+/// an object log beside the tables.
+pub struct S3View;
+
+#[async_trait]
+impl Factory for S3View {
+    async fn make(&self) -> Store {
+        let uri = crate::s3::server().fresh_uri("branched");
+        let inner = crate::shared::inner(&uri).await;
+        let main = BranchedBackend::open(inner).await.unwrap();
+        let dev = main.fork("dev").await.unwrap();
+        Store {
+            backend: Arc::new(dev),
+            keep: vec![],
+        }
+    }
+}
+
+lancebranch::conformance_suite!(branched_s3_branch, crate::branched::S3View);
+
 async fn ids(b: &BranchedBackend, t: &str) -> Vec<i64> {
     ints(&b.scan(ScanRequest::table(t)).await.unwrap(), "id")
 }

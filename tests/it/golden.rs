@@ -369,13 +369,14 @@ async fn a_newer_format_is_refused_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
     small_store(dir.path(), false).await;
     let marker = dir.path().join("_lancebranch/FORMAT");
+    // A local store is marked format 1: its log never holds the records
+    // of format 2 (writer epochs, object stores only), so older builds
+    // still open it.
     assert_eq!(
         std::fs::read_to_string(&marker).unwrap(),
-        format!(
-            "lancebranch catalog format {}\n",
-            lancebranch::branched::CATALOG_FORMAT
-        )
+        "lancebranch catalog format 1\n"
     );
+    assert_eq!(lancebranch::branched::CATALOG_FORMAT, 2);
     let newer = lancebranch::branched::CATALOG_FORMAT + 1;
     std::fs::write(&marker, format!("lancebranch catalog format {newer}\n")).unwrap();
     let before = files_of(dir.path());

@@ -13,5 +13,6 @@ mod lifecycle;
 mod merge;
 mod pausing;
 mod s3;
+mod shared;
 mod store_faults;
 mod stream;

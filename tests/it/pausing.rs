@@ -671,4 +671,18 @@ impl BranchLines for Pausing {
             .await;
         BranchLines::list_indexes_at(self.lance(), table, branch, version).await
     }
+
+    async fn object_base(&self) -> Result<Option<lancebranch::backend::ObjectBase>> {
+        BranchLines::object_base(self.lance()).await
+    }
+
+    fn own_commits(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        after: u64,
+        upto: u64,
+    ) -> Option<bool> {
+        BranchLines::own_commits(self.lance(), table, branch, after, upto)
+    }
 }

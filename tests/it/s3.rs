@@ -36,6 +36,16 @@ impl Server {
             .storage_options()
     }
 
+    /// The server's endpoint URL.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The bucket the tests use.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     /// A fresh, empty `s3://` prefix.
     pub fn fresh_uri(&self, what: &str) -> String {
         static N: AtomicUsize = AtomicUsize::new(0);
@@ -103,11 +113,10 @@ fn start_moto() -> Server {
 use std::sync::Arc;
 
 use lancebranch::backend::BranchLines;
-use lancebranch::branched::BranchedBackend;
 use lancebranch::conformance::data::people;
 use lancebranch::conformance::run;
 use lancebranch::lance::LanceDbOptions;
-use lancebranch::{Error, LanceDbBackend, StorageBackend, WriteMode};
+use lancebranch::{LanceDbBackend, StorageBackend, WriteMode};
 
 async fn open(uri: &str) -> LanceDbBackend {
     let opts = LanceDbOptions {
@@ -178,17 +187,5 @@ fn purge_removes_a_table_whose_creation_was_cut() {
         assert_eq!(s.table_names().await.unwrap(), vec!["kept".to_string()]);
         s.purge_table("kept").await.unwrap();
         assert!(s.table_names().await.unwrap().is_empty());
-    });
-}
-
-#[test]
-fn branches_refuse_an_object_store_with_a_typed_error() {
-    run(async {
-        let s = Arc::new(open(&server().fresh_uri("branched")).await);
-        let err = BranchedBackend::open(s).await.unwrap_err();
-        assert!(
-            matches!(Error::of(&err), Some(Error::UnsupportedStore { .. })),
-            "{err:#}"
-        );
     });
 }
