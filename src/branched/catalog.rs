@@ -673,6 +673,21 @@ pub struct Catalog {
     released: std::sync::atomic::AtomicBool,
 }
 
+/// What the writer did to a table after a follower's state
+/// ([`Catalog::touched_since`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Touched {
+    /// Nothing.
+    Untouched,
+    /// Published it anew on some branch: retention may remove the versions
+    /// the follower reads (a read of one fails; none returns wrong rows).
+    Republished,
+    /// Removed a line or the dataset of it (which may have been created
+    /// anew), or it cannot be told: what the follower read may not be what
+    /// its state published.
+    Removed,
+}
+
 /// Keeps what a [`Catalog::pin`] registered readable until dropped.
 #[derive(Debug)]
 pub(crate) struct PinGuard {
@@ -747,6 +762,44 @@ impl Catalog {
             next_pin: std::sync::atomic::AtomicU64::new(1),
             released: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// A follower: what the writer logged after LSN `at` did to `table`
+    /// (read from the log, not applied). Blocking.
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub(crate) fn touched_since(&self, at: u64, table: &str) -> Result<Touched> {
+        let records = match self.log.read_after(at) {
+            Ok(records) => records,
+            // Checkpointed and dropped: nothing tells what happened.
+            Err(_) => return Ok(Touched::Removed),
+        };
+        let mut seen = Touched::Untouched;
+        for (_, r) in &records {
+            let names = |lines: &[(String, String)]| lines.iter().any(|(t, _)| t == table);
+            match r {
+                Record::BeginCollect { lines, tables, .. }
+                    if names(lines) || tables.iter().any(|t| t == table) =>
+                {
+                    return Ok(Touched::Removed);
+                }
+                Record::BeginDelete { lines, .. } if names(lines) => return Ok(Touched::Removed),
+                Record::Publish { tables, .. } if tables.iter().any(|(t, _)| t == table) => {
+                    seen = Touched::Republished;
+                }
+                _ => {}
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Whether this writer may still write (not fenced by a newer one).
+    ///
+    /// # Errors
+    /// [`Error::Fenced`](crate::Error::Fenced).
+    pub(crate) fn check_live(&self) -> Result<()> {
+        self.log.check_live()
     }
 
     /// Whether this catalog is a read-only follower.

@@ -8,13 +8,14 @@ use anyhow::Result;
 use arrow_array::RecordBatch;
 use arrow_schema::Schema;
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use crate::backend::{
     DistanceMetric, Error, FilterExpr, IndexInfo, RecordBatchStream, ScalarIndexType, ScanRequest,
     StorageBackend, TableWriteGuard, VectorIndexParams, VectorQueryOpts, WriteMode,
     validate_table_name,
 };
-use crate::branched::catalog::{TableRef, line_owner};
+use crate::branched::catalog::{TableRef, Touched, line_owner};
 use crate::branched::view::BranchedBackend;
 use crate::failpoints::FailPoint;
 
@@ -136,6 +137,7 @@ impl BranchedBackend {
 
     async fn do_recover_staging(&self, table: &str) -> Result<()> {
         validate_table_name(table)?;
+        self.store_writable()?;
         let _gate = self.core.gate.write().await;
         crate::branched::recovery::recover_pending(&self.core).await?;
         if self.pinned.is_none() {
@@ -213,13 +215,40 @@ impl StorageBackend for BranchedBackend {
     }
 
     async fn scan(&self, request: ScanRequest) -> Result<Vec<RecordBatch>> {
-        let req = self.inner_scan(request)?;
-        self.core.inner.scan(req).await
+        let table = request.table.clone();
+        self.follow(&table, || {
+            let req = self.inner_scan(request)?;
+            Ok(self.core.inner.scan(req))
+        })
+        .await
     }
 
     async fn scan_stream(&self, request: ScanRequest) -> Result<RecordBatchStream> {
-        let req = self.inner_scan(request)?;
-        self.core.inner.scan_stream(req).await
+        let table = request.table.clone();
+        let at = self.core.catalog.read().applied;
+        let stream = self
+            .follow(&table, || {
+                let req = self.inner_scan(request)?;
+                Ok(self.core.inner.scan_stream(req))
+            })
+            .await?;
+        if !self.core.catalog.is_read_only() {
+            return Ok(stream);
+        }
+        // A follower's stream ends with the check of what it read.
+        let cat = self.core.catalog.clone();
+        let check = futures::stream::once(async move {
+            let t = table.clone();
+            let touched = tokio::task::spawn_blocking(move || cat.touched_since(at, &t)).await;
+            match touched {
+                Ok(Ok(Touched::Removed)) => Some(Err(Error::StaleRead { table }.into())),
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(Err(e)),
+                Err(e) => Some(Err(e.into())),
+            }
+        })
+        .filter_map(std::future::ready);
+        Ok(Box::pin(stream.chain(check)))
     }
 
     async fn get_table_schema(&self, name: &str) -> Result<Option<Arc<Schema>>> {
@@ -227,21 +256,31 @@ impl StorageBackend for BranchedBackend {
         if !self.exists_here(name)? {
             return Ok(None);
         }
-        let r = self.table_ref(name)?;
-        Ok(Some(
-            self.core
-                .inner
-                .schema_at(name, r.line.as_deref(), Some(r.version))
-                .await?,
-        ))
+        let schema = self
+            .follow(name, || {
+                let r = self.table_ref(name)?;
+                let inner = self.core.inner.clone();
+                Ok(async move {
+                    inner
+                        .schema_at(name, r.line.as_deref(), Some(r.version))
+                        .await
+                })
+            })
+            .await?;
+        Ok(Some(schema))
     }
 
     async fn count_rows(&self, table_name: &str, filter: Option<&str>) -> Result<usize> {
-        let r = self.table_ref(table_name)?;
-        self.core
-            .inner
-            .count_rows_at(table_name, r.line.as_deref(), Some(r.version), filter)
-            .await
+        self.follow(table_name, || {
+            let r = self.table_ref(table_name)?;
+            let inner = self.core.inner.clone();
+            Ok(async move {
+                inner
+                    .count_rows_at(table_name, r.line.as_deref(), Some(r.version), filter)
+                    .await
+            })
+        })
+        .await
     }
 
     async fn write(
@@ -388,11 +427,14 @@ impl StorageBackend for BranchedBackend {
         filter: FilterExpr,
         opts: VectorQueryOpts,
     ) -> Result<Vec<RecordBatch>> {
-        let opts = self.inner_opts(table, opts)?;
-        self.core
-            .inner
-            .vector_search(table, column, query, k, metric, filter, opts)
-            .await
+        self.follow(table, || {
+            let opts = self.inner_opts(table, opts)?;
+            Ok(self
+                .core
+                .inner
+                .vector_search(table, column, query, k, metric, filter, opts))
+        })
+        .await
     }
 
     async fn multivector_search(
@@ -405,11 +447,14 @@ impl StorageBackend for BranchedBackend {
         filter: FilterExpr,
         opts: VectorQueryOpts,
     ) -> Result<Vec<RecordBatch>> {
-        let opts = self.inner_opts(table, opts)?;
-        self.core
-            .inner
-            .multivector_search(table, column, query, k, metric, filter, opts)
-            .await
+        self.follow(table, || {
+            let opts = self.inner_opts(table, opts)?;
+            Ok(self
+                .core
+                .inner
+                .multivector_search(table, column, query, k, metric, filter, opts))
+        })
+        .await
     }
 
     async fn full_text_search(
@@ -420,19 +465,24 @@ impl StorageBackend for BranchedBackend {
         k: usize,
         filter: FilterExpr,
     ) -> Result<Vec<RecordBatch>> {
-        let r = self.table_ref(table)?;
-        self.core
-            .inner
-            .full_text_search_at(
-                table,
-                r.line.as_deref(),
-                Some(r.version),
-                column,
-                query,
-                k,
-                filter,
-            )
-            .await
+        self.follow(table, || {
+            let r = self.table_ref(table)?;
+            let inner = self.core.inner.clone();
+            Ok(async move {
+                inner
+                    .full_text_search_at(
+                        table,
+                        r.line.as_deref(),
+                        Some(r.version),
+                        column,
+                        query,
+                        k,
+                        filter,
+                    )
+                    .await
+            })
+        })
+        .await
     }
 
     async fn create_vector_index(
@@ -494,10 +544,15 @@ impl StorageBackend for BranchedBackend {
     }
 
     async fn list_indexes(&self, table: &str) -> Result<Vec<IndexInfo>> {
-        let r = self.table_ref(table)?;
-        self.core
-            .inner
-            .list_indexes_at(table, r.line.as_deref(), Some(r.version))
-            .await
+        self.follow(table, || {
+            let r = self.table_ref(table)?;
+            let inner = self.core.inner.clone();
+            Ok(async move {
+                inner
+                    .list_indexes_at(table, r.line.as_deref(), Some(r.version))
+                    .await
+            })
+        })
+        .await
     }
 }

@@ -51,6 +51,12 @@ pub(crate) trait CatalogLog: Send + Sync {
     /// after `covered` (a newer checkpoint replaced it: read that one).
     fn read_after(&self, covered: u64) -> Result<Vec<(u64, Record)>>;
 
+    /// Whether this writer may still write: [`Error::Fenced`] once another
+    /// writer took the log over and this one noticed (the default: always).
+    fn check_live(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Make `state` the newest checkpoint, then drop the records it covers.
     /// `between` runs after the checkpoint is durable and before the drop
     /// (the crash suite cuts there).

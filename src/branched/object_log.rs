@@ -292,6 +292,13 @@ impl CatalogLog for ObjectLog {
         Ok(first..end)
     }
 
+    fn check_live(&self) -> Result<()> {
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(self.fenced_error());
+        }
+        Ok(())
+    }
+
     fn read_checkpoint(&self) -> Result<Option<CatalogState>> {
         let Some(newest) = self.list_lsns("checkpoint", None)?.pop() else {
             return Ok(None);

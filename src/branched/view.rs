@@ -9,7 +9,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::backend::{BranchLines, Error, validate_table_name};
-use crate::branched::catalog::{Catalog, CatalogState, PinGuard, Record, TableRef, line_owner};
+use crate::branched::catalog::{
+    Catalog, CatalogState, PinGuard, Record, TableRef, Touched, line_owner,
+};
 use crate::branched::core::Core;
 use crate::branched::log::WalLog;
 use crate::branched::names::{MAIN, validate_branch_name, validate_tag_name};
@@ -673,11 +675,53 @@ impl BranchedBackend {
         Ok(())
     }
 
+    /// Run `read` of `table` through this view. In a follower, the data
+    /// under its catalog state may change as the writer goes on: after the
+    /// read, the log is checked, and if the writer removed a line or the
+    /// dataset of `table` since the state read (what was read may be
+    /// another dataset of the same name), or if the read failed after the
+    /// writer published `table` anew (retention may have removed its
+    /// version), the result is [`Error::StaleRead`] instead: never rows
+    /// the state did not publish.
+    ///
+    /// `read` resolves the view's refs and makes the read; it is called
+    /// after the state's LSN is taken (a refresh in between only makes the
+    /// check stricter).
+    pub(crate) async fn follow<T, F>(
+        &self,
+        table: &str,
+        read: impl FnOnce() -> Result<F>,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        if !self.core.catalog.is_read_only() {
+            return read()?.await;
+        }
+        let at = self.core.catalog.read().applied;
+        let got = read()?.await;
+        let (cat, t) = (self.core.catalog.clone(), table.to_string());
+        let touched = tokio::task::spawn_blocking(move || cat.touched_since(at, &t)).await??;
+        let stale = match touched {
+            Touched::Removed => true,
+            Touched::Republished => got.is_err(),
+            Touched::Untouched => false,
+        };
+        if stale {
+            return Err(Error::StaleRead {
+                table: table.to_string(),
+            }
+            .into());
+        }
+        got
+    }
+
     /// Whether the store may be changed through this view's core (a
-    /// follower's may not).
+    /// follower's may not, nor a writer that knows it was fenced: it makes
+    /// no Lance commit any more).
     ///
     /// # Errors
-    /// [`Error::ReadOnlyStore`].
+    /// [`Error::ReadOnlyStore`], [`Error::Fenced`].
     pub(crate) fn store_writable(&self) -> Result<()> {
         if self.core.catalog.is_read_only() {
             return Err(Error::ReadOnlyStore {
@@ -685,7 +729,7 @@ impl BranchedBackend {
             }
             .into());
         }
-        Ok(())
+        self.core.catalog.check_live()
     }
 
     /// The tables this view sees in state `st`: a snapshot's pinned

@@ -12,9 +12,32 @@ use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode}
 
 use lancebranch::conformance::data::*;
 
-async fn open(dir: &tempfile::TempDir) -> (Arc<LanceDbBackend>, BranchedBackend) {
-    let path = dir.path().to_str().unwrap().to_string();
-    let inner = Arc::new(LanceDbBackend::open(&path).await.unwrap());
+/// Where a scenario's store lives: a temporary directory, or a fresh
+/// prefix on the local S3 server (the catalog is then an object log).
+enum Place {
+    Dir(tempfile::TempDir),
+    S3(String),
+}
+
+impl Place {
+    fn new(s3: bool) -> Self {
+        if s3 {
+            Place::S3(crate::s3::server().fresh_uri("crash"))
+        } else {
+            Place::Dir(tempfile::tempdir().unwrap())
+        }
+    }
+
+    fn uri(&self) -> String {
+        match self {
+            Place::Dir(d) => d.path().to_str().unwrap().to_string(),
+            Place::S3(uri) => uri.clone(),
+        }
+    }
+}
+
+async fn open(dir: &Place) -> (Arc<LanceDbBackend>, BranchedBackend) {
+    let inner = crate::shared::inner(&dir.uri()).await;
     let main = BranchedBackend::open(inner.clone()).await.unwrap();
     (inner, main)
 }
@@ -26,10 +49,9 @@ async fn ids(b: &BranchedBackend, t: &str) -> Vec<i64> {
 /// Reopen after a crash: first crash recovery itself where it can be cut
 /// (if the crash left it work there), then recover for real and check the
 /// store is consistent.
-async fn reopen(dir: &tempfile::TempDir) -> (Arc<LanceDbBackend>, BranchedBackend) {
+async fn reopen(dir: &Place) -> (Arc<LanceDbBackend>, BranchedBackend) {
     {
-        let path = dir.path().to_str().unwrap().to_string();
-        let inner = Arc::new(LanceDbBackend::open(&path).await.unwrap());
+        let inner = crate::shared::inner(&dir.uri()).await;
         let cut = [(FailPoint::RecoveryAfterDropBeforeRecord, 0)];
         match BranchedBackend::open_with_failpoints(inner, &cut).await {
             Ok(_) => {}
@@ -50,19 +72,17 @@ fn is_cut(e: &anyhow::Error) -> bool {
     matches!(Error::of(e), Some(Error::FailPoint(_)))
 }
 
-/// Lance branches of `table` that exist on disk (directories under tree/).
-fn line_dirs(dir: &tempfile::TempDir, table: &str) -> Vec<String> {
-    std::fs::read_dir(dir.path().join(format!("{table}.lance")).join("tree"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+/// Lance branches of `table` that exist in the store, whole or left over
+/// (what is under `tree/`).
+async fn line_dirs(dir: &Place, table: &str) -> Vec<String> {
+    let inner = crate::shared::inner(&dir.uri()).await;
+    lancebranch::backend::BranchLines::list_lines(inner.as_ref(), table)
+        .await
+        .unwrap()
 }
 
-async fn first_write_on_branch(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+async fn first_write_on_branch(point: &str, s3: bool) {
+    let dir = Place::new(s3);
     {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
@@ -83,7 +103,7 @@ async fn first_write_on_branch(point: &str) {
     );
     assert_eq!(ids(&main, "p").await, vec![0, 1, 2]);
     assert!(
-        line_dirs(&dir, "p").is_empty(),
+        line_dirs(&dir, "p").await.is_empty(),
         "{point}: no zombie Lance branch"
     );
     assert!(
@@ -107,8 +127,8 @@ async fn first_write_on_branch(point: &str) {
     assert_clean(&main).await;
 }
 
-async fn write_before_publish(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+async fn write_before_publish(point: &str, s3: bool) {
+    let dir = Place::new(s3);
     {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
@@ -141,8 +161,8 @@ async fn write_before_publish(point: &str) {
     assert_clean(&main).await;
 }
 
-async fn txn_before_publish(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+async fn txn_before_publish(point: &str, s3: bool) {
+    let dir = Place::new(s3);
     {
         let (_, main) = open(&dir).await;
         main.create_table("a", vec![people(0..2)]).await.unwrap();
@@ -171,8 +191,8 @@ async fn txn_before_publish(point: &str) {
     assert_clean(&main).await;
 }
 
-async fn delete_branch_cut(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+async fn delete_branch_cut(point: &str, s3: bool) {
+    let dir = Place::new(s3);
     {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
@@ -189,7 +209,7 @@ async fn delete_branch_cut(point: &str) {
     let (_, main) = reopen(&dir).await;
     assert!(main.branch("b").is_err(), "{point}: the delete completes");
     assert!(
-        line_dirs(&dir, "p").is_empty(),
+        line_dirs(&dir, "p").await.is_empty(),
         "{point}: Lance branch removed"
     );
     assert_eq!(ids(&main, "p").await, vec![0, 1, 2]);
@@ -201,8 +221,8 @@ async fn delete_branch_cut(point: &str) {
     assert_clean(&main).await;
 }
 
-async fn crash_inside_recovery(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+async fn crash_inside_recovery(point: &str, s3: bool) {
+    let dir = Place::new(s3);
     {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
@@ -222,7 +242,7 @@ async fn crash_inside_recovery(point: &str) {
     let (_, main) = reopen(&dir).await;
     let b = main.branch("b").unwrap();
     assert_eq!(ids(&b, "p").await, vec![0, 1, 2]);
-    assert!(line_dirs(&dir, "p").is_empty());
+    assert!(line_dirs(&dir, "p").await.is_empty());
     b.write("p", vec![people(4..5)], WriteMode::Append)
         .await
         .unwrap();
@@ -234,8 +254,8 @@ async fn crash_inside_recovery(point: &str) {
     assert_clean(&main).await;
 }
 
-async fn checkpoint_cut(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+async fn checkpoint_cut(point: &str, s3: bool) {
+    let dir = Place::new(s3);
     {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
@@ -259,9 +279,9 @@ async fn checkpoint_cut(point: &str) {
     assert_clean(&main).await;
 }
 
-async fn merge_cut_nth(point: &str, skip: u64) {
+async fn merge_cut_nth(point: &str, skip: u64, s3: bool) {
     use lancebranch::branched::{MergeOptions, MergeOutcome};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Place::new(s3);
     let opts = || MergeOptions::default().key("p", &["id"]).key("q", &["id"]);
     {
         let (_, main) = open(&dir).await;
@@ -306,8 +326,8 @@ async fn merge_cut_nth(point: &str, skip: u64) {
     assert_clean(&main).await;
 }
 
-async fn fork_or_tag_cut(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+async fn fork_or_tag_cut(point: &str, s3: bool) {
+    let dir = Place::new(s3);
     {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
@@ -337,8 +357,8 @@ async fn fork_or_tag_cut(point: &str) {
     assert_clean(&main).await;
 }
 
-async fn replace_cut(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+async fn replace_cut(point: &str, s3: bool) {
+    let dir = Place::new(s3);
     {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
@@ -368,8 +388,8 @@ async fn replace_cut(point: &str) {
     assert_clean(&main).await;
 }
 
-async fn create_cut(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+async fn create_cut(point: &str, s3: bool) {
+    let dir = Place::new(s3);
     {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
@@ -410,9 +430,9 @@ async fn create_cut(point: &str) {
 }
 
 /// A merge of two tables cut after the first and after the second table.
-async fn merge_table_cut(point: &str) {
+async fn merge_table_cut(point: &str, s3: bool) {
     for skip in 0..2 {
-        merge_cut_nth(point, skip).await;
+        merge_cut_nth(point, skip, s3).await;
     }
 }
 
@@ -420,8 +440,8 @@ async fn merge_table_cut(point: &str) {
 /// after deleting a branch that created its own table. The change is
 /// visible from its record on; recovery finishes the collection, so no
 /// dataset or Lance branch nothing reads is left.
-async fn collect_cut(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+async fn collect_cut(point: &str, s3: bool) {
+    let dir = Place::new(s3);
     {
         let (_, main) = open(&dir).await;
         main.create_table("p", vec![people(0..3)]).await.unwrap();
@@ -454,42 +474,59 @@ async fn collect_cut(point: &str) {
     let (inner, main) = reopen(&dir).await;
     assert!(main.branch("b").is_err(), "{point}: deletion finished");
     assert_eq!(inner.table_names().await.unwrap(), vec!["p"], "{point}");
-    assert!(line_dirs(&dir, "p").is_empty(), "{point}: lines removed");
+    assert!(
+        line_dirs(&dir, "p").await.is_empty(),
+        "{point}: lines removed"
+    );
     assert_eq!(ids(&main, "p").await, vec![0, 1, 2]);
     assert_clean(&main).await;
+}
+
+/// Cut fail point `point` in its scenario, on a local store or (`s3`) on
+/// one on the local S3 server.
+async fn cut(point: &str, s3: bool) {
+    match point {
+        "line::after_begin"
+        | "line::after_drop_old_before_create"
+        | "line::after_create_before_end" => first_write_on_branch(point, s3).await,
+        "write::after_commit_before_publish" => write_before_publish(point, s3).await,
+        "txn::after_apply_before_publish" => txn_before_publish(point, s3).await,
+        "delete::after_begin" | "delete::after_drop_before_end" => {
+            delete_branch_cut(point, s3).await
+        }
+        "recovery::after_drop_before_record" => crash_inside_recovery(point, s3).await,
+        "checkpoint::after_write_before_truncate" => checkpoint_cut(point, s3).await,
+        "merge::after_begin" | "merge::after_apply_before_publish" => {
+            merge_cut_nth(point, 0, s3).await
+        }
+        "merge::after_table_applied" => merge_table_cut(point, s3).await,
+        "fork::before_record" | "tag::before_record" => fork_or_tag_cut(point, s3).await,
+        "replace::after_commit_before_publish" => replace_cut(point, s3).await,
+        "create::after_dataset_before_publish" => create_cut(point, s3).await,
+        "collect::after_begin" | "collect::after_drop_before_end" => collect_cut(point, s3).await,
+        other => panic!("fail point {other} has no crash scenario"),
+    }
 }
 
 /// Every fail point the library lists is cut by a scenario here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fail_point_recovers() {
     for point in ALL.iter().map(|p| p.name()) {
-        match point {
-            "line::after_begin"
-            | "line::after_drop_old_before_create"
-            | "line::after_create_before_end" => first_write_on_branch(point).await,
-            "write::after_commit_before_publish" => write_before_publish(point).await,
-            "txn::after_apply_before_publish" => txn_before_publish(point).await,
-            "delete::after_begin" | "delete::after_drop_before_end" => {
-                delete_branch_cut(point).await
-            }
-            "recovery::after_drop_before_record" => crash_inside_recovery(point).await,
-            "checkpoint::after_write_before_truncate" => checkpoint_cut(point).await,
-            "merge::after_begin" | "merge::after_apply_before_publish" => {
-                merge_cut_nth(point, 0).await
-            }
-            "merge::after_table_applied" => merge_table_cut(point).await,
-            "fork::before_record" | "tag::before_record" => fork_or_tag_cut(point).await,
-            "replace::after_commit_before_publish" => replace_cut(point).await,
-            "create::after_dataset_before_publish" => create_cut(point).await,
-            "collect::after_begin" | "collect::after_drop_before_end" => collect_cut(point).await,
-            other => panic!("fail point {other} has no crash scenario"),
-        }
+        cut(point, false).await;
+    }
+}
+
+/// The same cuts on a store on S3, whose catalog is an object log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fail_point_recovers_on_s3() {
+    for point in ALL.iter().map(|p| p.name()) {
+        cut(point, true).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_fail_point_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Place::new(false);
     let (_, main) = open(&dir).await;
     let _ = main;
     let e = "nope::nowhere".parse::<FailPoint>().unwrap_err();

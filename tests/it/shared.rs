@@ -177,8 +177,19 @@ fn s3_second_writer_fences_the_first() {
             .await
             .unwrap();
         let b = writer(&uri).await;
-        // Every change of the first writer now fails, and publishes nothing.
+        // Every change of the first writer now fails, and publishes nothing;
+        // once it knows, it makes no Lance commit either.
         assert!(fenced(&a.fork("x").await.unwrap_err()));
+        let probe = inner(&uri).await;
+        let latest =
+            || lancebranch::backend::BranchLines::latest_version(probe.as_ref(), "t", None);
+        let before = latest().await.unwrap();
+        assert!(fenced(
+            &a.write("t", vec![people(10..12)], WriteMode::Append)
+                .await
+                .unwrap_err()
+        ));
+        assert_eq!(latest().await.unwrap(), before);
         assert!(fenced(
             &a.write("t", vec![people(10..12)], WriteMode::Append)
                 .await
@@ -562,5 +573,64 @@ fn a_foreign_commit_under_a_write_is_never_published() {
         }
         let report = main.fsck(false).await.unwrap();
         assert!(report.is_clean(), "{report:?}");
+    });
+}
+
+fn stale(e: &anyhow::Error) -> bool {
+    is(e, |e| matches!(e, Error::StaleRead { .. }))
+}
+
+/// A follower that has not refreshed reads a table whose dataset the
+/// writer dropped and created anew under the same name: it gets
+/// `StaleRead`, never the new dataset's rows as if they were the old
+/// ones; a version the writer's retention removed is `StaleRead` too, or
+/// still the right rows.
+async fn follower_never_reads_another_dataset(uri: &str) {
+    let w = writer(uri).await;
+    w.create_table("t", vec![people(0..3)]).await.unwrap();
+    w.create_table("u", vec![people(0..3)]).await.unwrap();
+    let f = follower(uri).await;
+    assert_eq!(ids(&f, "t").await, [0, 1, 2]);
+    w.drop_table("t").await.unwrap();
+    w.create_table("t", vec![people(100..105)]).await.unwrap();
+    assert!(stale(&f.count_rows("t", None).await.unwrap_err()));
+    assert!(stale(&f.scan(ScanRequest::table("t")).await.unwrap_err()));
+    let got: Vec<anyhow::Result<arrow_array::RecordBatch>> = f
+        .scan_stream(ScanRequest::table("t"))
+        .await
+        .map(|s| futures::executor::block_on(futures::StreamExt::collect::<Vec<_>>(s)))
+        .unwrap_or_else(|e| vec![Err(e)]);
+    assert!(got.last().unwrap().as_ref().is_err_and(stale));
+    // The other table is untouched: read as usual.
+    assert_eq!(count(&f, "u").await, 3);
+    f.refresh().await.unwrap();
+    assert_eq!(ids(&f, "t").await, [100, 101, 102, 103, 104]);
+    // Retention after newer writes: the old version is gone or still right.
+    for i in 0..3 {
+        w.write("u", vec![people(10 + i..11 + i)], WriteMode::Append)
+            .await
+            .unwrap();
+    }
+    w.optimize_table("u").await.unwrap();
+    match f.count_rows("u", None).await {
+        Ok(n) => assert_eq!(n, 3),
+        Err(e) => assert!(stale(&e), "{e:#}"),
+    }
+    f.refresh().await.unwrap();
+    assert_eq!(count(&f, "u").await, 6);
+}
+
+#[test]
+fn local_follower_never_reads_another_dataset() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        follower_never_reads_another_dataset(dir.path().to_str().unwrap()).await;
+    });
+}
+
+#[test]
+fn s3_follower_never_reads_another_dataset() {
+    run(async {
+        follower_never_reads_another_dataset(&crate::s3::server().fresh_uri("stale")).await;
     });
 }
