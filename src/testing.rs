@@ -47,6 +47,8 @@
 //! }
 //! ```
 
+pub mod s3;
+
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow};

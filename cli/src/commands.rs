@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use lancebranch::LanceDbBackend;
 use lancebranch::branched::{BranchedBackend, FsckProblem, Record, read_catalog_offline};
+use lancebranch::lance::{LanceDbOptions, S3Options};
 use lancebranch_wal::{Lsn, RecoveryMode, StdStorage, read_log};
 use serde_json::{Value, json};
 
@@ -15,22 +16,76 @@ use crate::EXIT_FSCK_PROBLEMS;
 use crate::errors::StoreNotFound;
 use crate::output::{Out, columns, describe, done, ms, record_json};
 
-/// Open the store in `store` (running recovery). Fails with
-/// [`StoreNotFound`] when there is none (nothing is created).
-pub async fn open(store: &Path) -> Result<BranchedBackend> {
-    if !store.join("_lancebranch").is_dir() {
-        return Err(StoreNotFound(store.to_path_buf()).into());
-    }
+/// Whether `store` names a store on object storage (`s3://bucket/prefix`)
+/// rather than a local directory.
+pub fn is_object_store(store: &Path) -> bool {
+    store
+        .to_str()
+        .is_some_and(|s| s.contains("://") && !s.starts_with("file://"))
+}
+
+/// The inner store at `store`: a directory, or a store on object storage
+/// whose endpoint, region and keys come from the environment
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+async fn inner_at(store: &Path) -> Result<Arc<LanceDbBackend>> {
     let uri = store
         .to_str()
         .with_context(|| format!("store path {} is not UTF-8", store.display()))?;
-    let inner = Arc::new(LanceDbBackend::open(uri).await?);
-    BranchedBackend::open(inner).await
+    let mut opts = LanceDbOptions::default();
+    if is_object_store(store) {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut s3 = S3Options::new(&env("AWS_REGION").unwrap_or_else(|| "us-east-1".into()));
+        if let Some(endpoint) = env("AWS_ENDPOINT_URL") {
+            s3 = s3.endpoint(&endpoint);
+        }
+        if let (Some(k), Some(sk)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            s3 = s3.keys(&k, &sk);
+        }
+        if let Some(t) = env("AWS_SESSION_TOKEN") {
+            s3 = s3.session_token(&t);
+        }
+        opts = opts.with_s3(&s3);
+    }
+    Ok(Arc::new(LanceDbBackend::open_with(uri, opts).await?))
+}
+
+/// A read-only follower of the store on object storage at `store`, or
+/// [`StoreNotFound`] when it holds no store.
+async fn follow(store: &Path) -> Result<BranchedBackend> {
+    match BranchedBackend::open_read_only(inner_at(store).await?).await {
+        Err(e) if e.to_string().contains("holds no lancebranch catalog") => {
+            Err(StoreNotFound(store.to_path_buf()).into())
+        }
+        other => other,
+    }
+}
+
+/// Open the store in `store` for writing (running recovery). Fails with
+/// [`StoreNotFound`] when there is none (nothing is created). On object
+/// storage this takes the store over: a writer elsewhere is fenced.
+pub async fn open(store: &Path) -> Result<BranchedBackend> {
+    if is_object_store(store) {
+        follow(store).await?;
+    } else if !store.join("_lancebranch").is_dir() {
+        return Err(StoreNotFound(store.to_path_buf()).into());
+    }
+    BranchedBackend::open(inner_at(store).await?).await
+}
+
+/// Open the store in `store` for a command that only reads: on object
+/// storage as a read-only follower (a writer elsewhere goes on
+/// undisturbed), on local disk as [`open`] does.
+pub async fn open_reading(store: &Path) -> Result<BranchedBackend> {
+    if is_object_store(store) {
+        return follow(store).await;
+    }
+    open(store).await
 }
 
 /// `branches`
 pub async fn branches(store: &Path, out: Out) -> Result<u8> {
-    let main = open(store).await?;
+    let main = open_reading(store).await?;
     let list = main.list_branches();
     if out.json {
         let items: Vec<Value> = list
@@ -144,7 +199,7 @@ pub async fn tag(store: &Path, out: Out, name: &str, branch: &str) -> Result<u8>
 
 /// `tags`
 pub async fn tags(store: &Path, out: Out) -> Result<u8> {
-    let main = open(store).await?;
+    let main = open_reading(store).await?;
     let list = main.list_tags();
     if out.json {
         let items: Vec<Value> = list.iter().map(tag_json).collect();
@@ -166,7 +221,7 @@ pub async fn tags(store: &Path, out: Out) -> Result<u8> {
 
 /// `log`
 pub async fn log(store: &Path, out: Out) -> Result<u8> {
-    let main = open(store).await?;
+    let main = open_reading(store).await?;
     let h = main.history().await?;
     if out.json {
         let entries: Vec<Value> = h
@@ -206,6 +261,9 @@ fn pending_json(pending: &[(u64, Record)]) -> Vec<Value> {
 /// The operations a crash left pending in the store's catalog, read
 /// offline (before opening).
 pub fn pending_offline(store: &Path) -> Result<Vec<(u64, Record)>> {
+    if is_object_store(store) {
+        return Ok(Vec::new()); // read offline from local stores only
+    }
     if !store.join("_lancebranch").is_dir() {
         return Err(StoreNotFound(store.to_path_buf()).into());
     }
@@ -335,6 +393,14 @@ pub async fn fsck(store: &Path, out: Out, repair: bool) -> Result<u8> {
 
 /// `wal dump`: every frame of the catalog log, read offline.
 pub fn wal_dump(store: &Path, out: Out) -> Result<u8> {
+    if is_object_store(store) {
+        return Err(lancebranch::Error::InvalidArgument(
+            "`wal dump` reads a local store's WAL; the catalog of a store on object storage \
+             is a log of objects: see `log`"
+                .into(),
+        )
+        .into());
+    }
     let wal_dir = store.join("_lancebranch").join("wal");
     if !wal_dir.is_dir() {
         return Err(StoreNotFound(store.to_path_buf()).into());
@@ -391,6 +457,11 @@ pub fn wal_dump(store: &Path, out: Out) -> Result<u8> {
 /// `init`: a new, empty store in `store` (an existing store is left as it
 /// is; a directory holding anything else is refused).
 pub async fn init(store: &Path, out: Out) -> Result<u8> {
+    if is_object_store(store) {
+        let existed = follow(store).await.is_ok();
+        let main = BranchedBackend::open(inner_at(store).await?).await?;
+        return report_init(store, out, existed, main.list_branches().len());
+    }
     let existed = store.join("_lancebranch").is_dir();
     if !existed && store.is_dir() && std::fs::read_dir(store)?.next().is_some() {
         return Err(lancebranch::Error::InvalidArgument(format!(
@@ -400,12 +471,12 @@ pub async fn init(store: &Path, out: Out) -> Result<u8> {
         .into());
     }
     std::fs::create_dir_all(store).with_context(|| format!("creating {}", store.display()))?;
-    let uri = store
-        .to_str()
-        .with_context(|| format!("store path {} is not UTF-8", store.display()))?;
-    let inner = Arc::new(LanceDbBackend::open(uri).await?);
-    let main = BranchedBackend::open(inner).await?;
-    let branches = main.list_branches().len();
+    let main = BranchedBackend::open(inner_at(store).await?).await?;
+    report_init(store, out, existed, main.list_branches().len())
+}
+
+/// What `init` prints.
+fn report_init(store: &Path, out: Out, existed: bool, branches: usize) -> Result<u8> {
     if out.json {
         out.doc(&json!({ "store": store, "created": !existed, "branches": branches }))?;
     } else if existed {

@@ -113,7 +113,7 @@ pub async fn diff(
     with_rows: bool,
     keys: &[KeyArg],
 ) -> Result<u8> {
-    let main = open(store).await?;
+    let main = crate::commands::open_reading(store).await?;
     let (source, target) = (main.branch(a)?, main.branch(b)?);
     let opts = options(&main, &[a, b], keys);
     let pb = out.spinner(&format!("diffing {a} against {b}"));
@@ -327,7 +327,7 @@ pub async fn scan(
     limit: Option<usize>,
     columns: Option<Vec<String>>,
 ) -> Result<u8> {
-    let main = open(store).await?;
+    let main = crate::commands::open_reading(store).await?;
     let view = main.branch(branch)?;
     let req = ScanRequest {
         table: table.to_string(),

@@ -23,12 +23,25 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
             p.display()
         ));
     }
-    let locked = err.chain().any(|e| {
-        matches!(
-            e.downcast_ref::<lancebranch_wal::Error>(),
-            Some(lancebranch_wal::Error::Locked { .. })
-        )
-    });
+    match Error::of(err) {
+        Some(Error::Fenced { .. }) => {
+            return Some(
+                "another process opened this store for writing after this one; run the command again to take it over"
+                    .into(),
+            );
+        }
+        Some(Error::ReadOnlyStore { .. }) => {
+            return Some("this store is open read-only here; change it through its writer".into());
+        }
+        _ => {}
+    }
+    let locked = matches!(Error::of(err), Some(Error::StoreLocked { .. }))
+        || err.chain().any(|e| {
+            matches!(
+                e.downcast_ref::<lancebranch_wal::Error>(),
+                Some(lancebranch_wal::Error::Locked { .. })
+            )
+        });
     if locked {
         return Some(
             "another process has this store open; wait for it to finish (`wal dump` works meanwhile)"

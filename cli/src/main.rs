@@ -78,7 +78,12 @@ pub const EXIT_FSCK_PROBLEMS: u8 = 4;
 #[command(after_help = "Exit codes: 0 ok, 1 error, 2 usage error, \
 3 merge refused because of conflicts, 4 fsck found problems it did not repair.")]
 pub struct Cli {
-    /// The store directory.
+    /// The store: a directory, or `s3://bucket/prefix` on S3 or an
+    /// S3-compatible server (endpoint, region and keys from
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY). On object storage, commands that only read
+    /// follow the store read-only; commands that change it take it over
+    /// (a writer elsewhere is fenced).
     #[arg(
         long,
         global = true,

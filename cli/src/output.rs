@@ -186,6 +186,10 @@ pub fn describe(rec: &Record) -> (&'static str, String) {
             ),
         ),
         Record::EndCollect { op } => ("EndCollect", format!("op {op}: collection finished")),
+        Record::Writer { owner } => (
+            "Writer",
+            format!("{owner} took the store over (earlier writers are fenced)"),
+        ),
         // A record type newer than this CLI knows how to summarize.
         other => ("Record", format!("{other:?}")),
     }

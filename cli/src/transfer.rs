@@ -319,7 +319,7 @@ pub async fn export(store: &Path, out: Out, args: Export) -> Result<u8> {
         None if to_stdout => Format::Csv,
         None => format_of(&args.output, None)?,
     };
-    let main = open(store).await?;
+    let main = crate::commands::open_reading(store).await?;
     let view = match &args.at {
         Some(tag) => main.at_tag(tag)?,
         None => main.branch(&args.branch)?,

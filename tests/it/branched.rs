@@ -49,7 +49,7 @@ pub struct S3View;
 #[async_trait]
 impl Factory for S3View {
     async fn make(&self) -> Store {
-        let uri = crate::s3::server().fresh_uri("branched");
+        let uri = lancebranch::testing::s3::server().fresh_uri("branched");
         let inner = crate::shared::inner(&uri).await;
         let main = BranchedBackend::open(inner).await.unwrap();
         let dev = main.fork("dev").await.unwrap();

@@ -22,7 +22,7 @@ enum Place {
 impl Place {
     fn new(s3: bool) -> Self {
         if s3 {
-            Place::S3(crate::s3::server().fresh_uri("crash"))
+            Place::S3(lancebranch::testing::s3::server().fresh_uri("crash"))
         } else {
             Place::Dir(tempfile::tempdir().unwrap())
         }

@@ -51,7 +51,7 @@ pub struct S3;
 #[async_trait]
 impl Factory for S3 {
     async fn make(&self) -> Store {
-        let server = crate::s3::server();
+        let server = lancebranch::testing::s3::server();
         let opts = LanceDbOptions {
             storage_options: server.options(),
             ..Default::default()

@@ -19,7 +19,7 @@ use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode}
 pub async fn inner(uri: &str) -> Arc<LanceDbBackend> {
     let opts = if uri.starts_with("s3://") {
         LanceDbOptions {
-            storage_options: crate::s3::server().options(),
+            storage_options: lancebranch::testing::s3::server().options(),
             ..Default::default()
         }
     } else {
@@ -135,7 +135,7 @@ fn local_follower_follows_the_writer() {
 #[test]
 fn s3_follower_follows_the_writer() {
     run(async {
-        follower_follows(&crate::s3::server().fresh_uri("follow")).await;
+        follower_follows(&lancebranch::testing::s3::server().fresh_uri("follow")).await;
     });
 }
 
@@ -168,7 +168,7 @@ fn fenced(e: &anyhow::Error) -> bool {
 #[test]
 fn s3_second_writer_fences_the_first() {
     run(async {
-        let uri = crate::s3::server().fresh_uri("fence");
+        let uri = lancebranch::testing::s3::server().fresh_uri("fence");
         let a = writer(&uri).await;
         a.create_table("t", vec![people(0..3)]).await.unwrap();
         let a_dev = a.fork("dev").await.unwrap();
@@ -255,7 +255,7 @@ fn s3_second_writer_fences_the_first() {
 #[test]
 fn s3_writers_racing_for_the_store_lose_nothing() {
     run(async {
-        let uri = crate::s3::server().fresh_uri("race");
+        let uri = lancebranch::testing::s3::server().fresh_uri("race");
         writer(&uri)
             .await
             .create_table("t", vec![people(0..2)])
@@ -406,8 +406,14 @@ fn spawn(
     .stderr(Stdio::inherit());
     if uri.starts_with("s3://") {
         // The children use this process's server.
-        cmd.env("LANCEBRANCH_S3_ENDPOINT", crate::s3::server().endpoint())
-            .env("LANCEBRANCH_S3_BUCKET", crate::s3::server().bucket());
+        cmd.env(
+            "LANCEBRANCH_S3_ENDPOINT",
+            lancebranch::testing::s3::server().endpoint(),
+        )
+        .env(
+            "LANCEBRANCH_S3_BUCKET",
+            lancebranch::testing::s3::server().bucket(),
+        );
     }
     let mut child = cmd.spawn().unwrap();
     let out = child.stdout.take().unwrap();
@@ -498,7 +504,7 @@ fn s3_writer_and_two_followers_in_other_processes() {
         return;
     }
     run(async {
-        writer_and_two_followers(&crate::s3::server().fresh_uri("processes")).await;
+        writer_and_two_followers(&lancebranch::testing::s3::server().fresh_uri("processes")).await;
     });
 }
 
@@ -631,6 +637,9 @@ fn local_follower_never_reads_another_dataset() {
 #[test]
 fn s3_follower_never_reads_another_dataset() {
     run(async {
-        follower_never_reads_another_dataset(&crate::s3::server().fresh_uri("stale")).await;
+        follower_never_reads_another_dataset(
+            &lancebranch::testing::s3::server().fresh_uri("stale"),
+        )
+        .await;
     });
 }

@@ -4,6 +4,8 @@
 
 mod commands;
 mod data;
+#[cfg(feature = "s3")]
+mod s3;
 
 /// People with the given ids; name `p{id}`, age `20 + id % 50`
 /// (`id: Int64 not null, name: Utf8, age: Int64`).
