@@ -802,6 +802,16 @@ impl Catalog {
         self.log.check_live()
     }
 
+    /// [`check_live`](Self::check_live), asking the log itself whether
+    /// another writer has taken it over (one request on object storage).
+    /// Blocking.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`](crate::Error::Fenced), or the log cannot be read.
+    pub(crate) fn probe_live(&self) -> Result<()> {
+        self.log.probe_live()
+    }
+
     /// Whether this catalog is a read-only follower.
     pub(crate) fn is_read_only(&self) -> bool {
         self.read_only

@@ -224,6 +224,19 @@ impl Core {
     /// that dataset's lock). Best effort: what is left stays pending for
     /// recovery (and fsck) to finish.
     async fn abandon(&self, ends: &[Record]) {
+        if ends.is_empty() {
+            return;
+        }
+        // A writer another one took the store over from undoes nothing:
+        // the new writer's recovery finishes or undoes what it began (and
+        // may already have made a line of the same name its own).
+        let cat = self.catalog.clone();
+        if !matches!(
+            tokio::task::spawn_blocking(move || cat.probe_live()).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
         // Lines first: a dataset is unreferenced only once they are gone.
         let mut ends: Vec<&Record> = ends.iter().collect();
         ends.sort_by_key(|r| matches!(r, Record::EndCreate { .. }));

@@ -57,6 +57,13 @@ pub(crate) trait CatalogLog: Send + Sync {
         Ok(())
     }
 
+    /// [`check_live`](Self::check_live), and ask the log whether another
+    /// writer logged after this one's last group (the default: as
+    /// `check_live`; a local log has one writer, kept by its lock).
+    fn probe_live(&self) -> Result<()> {
+        self.check_live()
+    }
+
     /// Make `state` the newest checkpoint, then drop the records it covers.
     /// `between` runs after the checkpoint is durable and before the drop
     /// (the crash suite cuts there).

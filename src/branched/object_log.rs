@@ -299,6 +299,22 @@ impl CatalogLog for ObjectLog {
         Ok(())
     }
 
+    fn probe_live(&self) -> Result<()> {
+        self.check_live()?;
+        if self.epoch() == 0 {
+            return Ok(());
+        }
+        let next = self.group_path(self.next.load(Ordering::SeqCst));
+        match self.block(self.store.head(&next)) {
+            Ok(_) => {
+                self.fenced.store(true, Ordering::SeqCst);
+                Err(self.fenced_error())
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("reading {next} in {}", self.uri)),
+        }
+    }
+
     fn read_checkpoint(&self) -> Result<Option<CatalogState>> {
         let Some(newest) = self.list_lsns("checkpoint", None)?.pop() else {
             return Ok(None);
@@ -454,6 +470,11 @@ mod tests {
         a.append(&[tag(1)]).unwrap();
         let (b, _, recs) = open(&rt, &store, true);
         assert_eq!(b.epoch(), 3);
+        // The first writer learns it by asking, before any write.
+        assert!(a.check_live().is_ok());
+        let e = a.probe_live().unwrap_err();
+        assert!(matches!(Error::of(&e), Some(Error::Fenced { .. })));
+        assert!(a.check_live().is_err());
         assert_eq!(recs.len(), 3);
         for _ in 0..2 {
             let e = a.append(&[tag(2)]).unwrap_err();
@@ -462,6 +483,7 @@ mod tests {
                 "{e:#}"
             );
         }
+        assert!(b.probe_live().is_ok());
         b.append(&[tag(3)]).unwrap();
         let names: Vec<Record> = b
             .read_after(0)
