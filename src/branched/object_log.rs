@@ -3,7 +3,7 @@
 //! ever logs each LSN, and a writer that another one took over from is
 //! fenced at its next write.
 //!
-//! Layout under `<store>/_lancebranch/` (`CATALOG.md` §9):
+//! Layout under `<store>/_lancebranch/` (`CATALOG.md` §10):
 //!
 //! * `FORMAT`: the format marker, as in a local catalog (format 2: the log
 //!   may hold [`Record::Writer`]).
