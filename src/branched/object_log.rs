@@ -24,7 +24,11 @@
 //! A checkpoint at `lsn` is created, then the older checkpoints and the
 //! groups it covers are deleted, except the group that ends at `lsn` (so
 //! that a reader always finds the log's newest group and notices that it
-//! fell behind a checkpoint).
+//! fell behind a checkpoint) and every group holding a [`Record::Writer`]:
+//! such a group is the name an earlier writer's next group would take, so
+//! it must exist for as long as that writer may live. A writer deletes
+//! only groups it read or wrote (after the checkpoint it opened from), so
+//! it knows which those are.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -63,6 +67,12 @@ pub(crate) struct ObjectLog {
     epoch: AtomicU64,
     /// Set once a create found its name taken: never written again.
     fenced: AtomicBool,
+    /// The LSN of the checkpoint this writer opened from: it deletes no
+    /// group at or below it (it never read them).
+    floor: AtomicU64,
+    /// The groups this writer read or wrote that hold a
+    /// [`Record::Writer`]: never deleted (see [`CatalogLog::checkpoint`]).
+    writer_groups: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 /// One decoded group: its records (the first has the LSN of its name).
@@ -94,9 +104,12 @@ impl ObjectLog {
             next: AtomicU64::new(1),
             epoch: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
+            floor: AtomicU64::new(0),
+            writer_groups: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         };
         log.check_format(write)?;
         let (state, mut records) = read_consistent(&log)?;
+        log.floor.store(state.applied, Ordering::SeqCst);
         let mut tail = records.last().map_or(state.applied, |(l, _)| *l);
         log.next.store(tail + 1, Ordering::SeqCst);
         if write {
@@ -106,6 +119,7 @@ impl ObjectLog {
             for _ in 0..TAKEOVER_TRIES {
                 let epoch = tail + 1;
                 if log.create_group(epoch, epoch, std::slice::from_ref(&writer))? {
+                    log.note_writer_group(epoch);
                     log.epoch.store(epoch, Ordering::SeqCst);
                     log.next.store(epoch + 1, Ordering::SeqCst);
                     records.push((epoch, writer));
@@ -257,6 +271,20 @@ impl ObjectLog {
         Ok(lsns)
     }
 
+    fn note_writer_group(&self, lsn: u64) {
+        self.writer_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(lsn);
+    }
+
+    fn writer_groups(&self) -> std::collections::BTreeSet<u64> {
+        self.writer_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn fenced_error(&self) -> anyhow::Error {
         Error::Fenced {
             store: self.uri.clone(),
@@ -350,13 +378,25 @@ impl CatalogLog for ObjectLog {
                 .into());
             }
             let group = self.read_group(&self.group_path(first))?;
+            if group
+                .records
+                .iter()
+                .any(|r| matches!(r, Record::Writer { .. }))
+            {
+                self.note_writer_group(first);
+            }
             for r in group.records {
                 out.push((want, r));
                 want += 1;
             }
         }
-        // A writer's next group goes after everything read.
-        self.next.fetch_max(want, Ordering::SeqCst);
+        // A writer that finds groups at or after its next one was taken
+        // over (its next group would be written nowhere else: never move
+        // it on past another writer's records).
+        let epoch = self.epoch();
+        if epoch != 0 && want > self.next.load(Ordering::SeqCst) {
+            self.fenced.store(true, Ordering::SeqCst);
+        }
         Ok(out)
     }
 
@@ -378,9 +418,11 @@ impl CatalogLog for ObjectLog {
             .chain({
                 let groups: Vec<u64> = self.list_lsns("log", None)?;
                 let last_covered = groups.iter().copied().filter(|g| *g <= m).max();
+                let floor = self.floor.load(Ordering::SeqCst);
+                let kept = self.writer_groups();
                 groups
                     .into_iter()
-                    .filter(move |g| Some(*g) < last_covered)
+                    .filter(move |g| Some(*g) < last_covered && *g > floor && !kept.contains(g))
                     .map(|g| self.group_path(g))
                     .collect::<Vec<_>>()
             })
@@ -445,20 +487,21 @@ mod tests {
             all.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
             [1, 2, 3, 4]
         );
-        // A checkpoint at 3 keeps the group ending there (from 2) only.
+        // A checkpoint at 3 keeps the group ending there (from 2) and the
+        // writer's own group (1).
         let mut st = CatalogState::default();
         for (l, r) in &all[..3] {
             st.apply(*l, r);
         }
         log.checkpoint(&st, &|| Ok(())).unwrap();
-        assert_eq!(log.list_lsns("log", None).unwrap(), [2, 4]);
+        assert_eq!(log.list_lsns("log", None).unwrap(), [1, 2, 4]);
         assert_eq!(log.read_checkpoint().unwrap().unwrap().applied, 3);
-        // A follower reads the checkpoint and the rest; one behind it is
-        // told the records were dropped.
+        // A follower reads the checkpoint and the rest; here nothing was
+        // dropped (the writer group and the last covered group are kept).
         let (_, st2, rest) = open(&rt, &store, false);
         assert_eq!((st2.applied, rest.len()), (3, 1));
-        assert!(log.read_after(0).is_err());
-        assert_eq!(log.read_after(1).unwrap().len(), 3); // group 2 is kept
+        assert_eq!(log.read_after(0).unwrap().len(), 4);
+        assert_eq!(log.read_after(1).unwrap().len(), 3);
         assert_eq!(log.read_after(3).unwrap().len(), 1);
     }
 
@@ -496,6 +539,54 @@ mod tests {
         let (f, _, _) = open(&rt, &store, false);
         let e = f.append(&[tag(4)]).unwrap_err();
         assert!(matches!(Error::of(&e), Some(Error::ReadOnlyStore { .. })));
+    }
+
+    /// A writer that has not noticed it was taken over stays fenced after
+    /// the new writer checkpointed past it (the group that fences it is
+    /// kept) and after it read the log (reading does not move it on).
+    #[test]
+    fn a_checkpoint_or_a_read_never_unfences_a_writer() {
+        let rt = runtime();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let (x, _, _) = open(&rt, &store, true);
+        x.append(&[tag(1)]).unwrap();
+        let (y, st, recs) = open(&rt, &store, true);
+        y.append(&[tag(2), tag(3)]).unwrap();
+        let mut state = st;
+        for (l, r) in recs
+            .iter()
+            .chain(y.read_after(recs.last().unwrap().0).unwrap().iter())
+        {
+            state.apply(*l, r);
+        }
+        assert_eq!(state.applied, 5);
+        y.checkpoint(&state, &|| Ok(())).unwrap();
+        // The writer groups (1, 3) are kept, so is the last one (4).
+        assert_eq!(y.list_lsns("log", None).unwrap(), [1, 3, 4]);
+        let before = x.read_after(0);
+        assert!(before.is_err(), "records 1..3 were dropped");
+        assert_eq!(x.read_after(2).unwrap().len(), 3);
+        for _ in 0..2 {
+            let e = x.append(&[tag(9)]).unwrap_err();
+            assert!(matches!(Error::of(&e), Some(Error::Fenced { .. })), "{e:#}");
+        }
+        let all: Vec<Record> = y
+            .read_after(5)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert!(all.is_empty());
+        // A third writer opened from the checkpoint keeps y's group too.
+        let (z, st, _) = open(&rt, &store, true);
+        z.append(&[tag(4)]).unwrap();
+        let mut state = st;
+        for (l, r) in z.read_after(5).unwrap() {
+            state.apply(l, &r);
+        }
+        z.checkpoint(&state, &|| Ok(())).unwrap();
+        assert!(y.list_lsns("log", None).unwrap().contains(&3));
+        assert!(y.append(&[tag(9)]).is_err());
     }
 
     /// Writers taking the log over from each other while they append:

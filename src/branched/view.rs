@@ -109,11 +109,20 @@ fn catalog_dir(base_uri: &str) -> std::result::Result<Option<PathBuf>, String> {
     }
 }
 
-/// Who opens a store for writing (host and process id), logged in its
-/// writer record.
+/// Who opens a store for writing (host, process id and a random nonce),
+/// logged in its writer record. Unique per open: two writers that both
+/// find their own bytes at a name after a retried create must not be able
+/// to take the same epoch.
 fn owner() -> String {
+    use std::hash::{BuildHasher, Hasher};
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    format!("{}:{}", host.trim(), std::process::id())
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{}:{}:{:016x}", host.trim(), std::process::id(), h.finish())
 }
 
 /// Open the catalog of the store `inner`: a local log in
@@ -217,14 +226,18 @@ impl BranchedBackend {
     pub async fn open_read_only(inner: Arc<dyn BranchLines>) -> Result<Self> {
         let base_uri = inner.base_uri().to_string();
         let catalog = open_catalog(inner.as_ref(), false).await?;
-        let core = Arc::new(Core::new(inner, catalog));
-        Ok(Self {
+        Ok(Self::main_of(Arc::new(Core::new(inner, catalog)), base_uri))
+    }
+
+    /// The view of `main` of a freshly opened store.
+    fn main_of(core: Arc<Core>, base_uri: String) -> Self {
+        Self {
             core,
             name: MAIN.to_string(),
             id: 0,
             pinned: None,
             base_uri,
-        })
+        }
     }
 
     /// A read-only follower: read what the writer logged since this
@@ -310,14 +323,7 @@ impl BranchedBackend {
         #[cfg(not(feature = "failpoints"))]
         let _ = points;
         core.recovery = crate::branched::recovery::recover_pending(&core).await?;
-        let core = Arc::new(core);
-        Ok(Self {
-            core,
-            name: MAIN.to_string(),
-            id: 0,
-            pinned: None,
-            base_uri,
-        })
+        Ok(Self::main_of(Arc::new(core), base_uri))
     }
 
     /// What recovery did when this store was opened (every view of the

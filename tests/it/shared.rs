@@ -38,6 +38,20 @@ async fn follower(uri: &str) -> BranchedBackend {
         .unwrap()
 }
 
+/// Run `scenario` on a store in a fresh temporary directory.
+fn on_local_disk<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(String) -> F) {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        scenario(dir.path().to_str().unwrap().to_string()).await;
+    });
+}
+
+/// Run `scenario` on a store under a fresh prefix of the local S3 server.
+fn on_s3<F: std::future::Future<Output = ()>>(what: &str, scenario: impl FnOnce(String) -> F) {
+    let uri = lancebranch::testing::s3::server().fresh_uri(what);
+    run(scenario(uri));
+}
+
 fn is(e: &anyhow::Error, want: fn(&Error) -> bool) -> bool {
     Error::of(e).is_some_and(want)
 }
@@ -126,17 +140,12 @@ async fn follower_follows(uri: &str) {
 
 #[test]
 fn local_follower_follows_the_writer() {
-    run(async {
-        let dir = tempfile::tempdir().unwrap();
-        follower_follows(dir.path().to_str().unwrap()).await;
-    });
+    on_local_disk(|uri| async move { follower_follows(&uri).await });
 }
 
 #[test]
 fn s3_follower_follows_the_writer() {
-    run(async {
-        follower_follows(&lancebranch::testing::s3::server().fresh_uri("follow")).await;
-    });
+    on_s3("follow", |uri| async move { follower_follows(&uri).await });
 }
 
 #[test]
@@ -219,17 +228,7 @@ fn s3_second_writer_fences_the_first() {
             .write("t", vec![people(21..22)], WriteMode::Append)
             .await
             .unwrap();
-        let mut ids = Vec::new();
-        for batch in b.scan(ScanRequest::table("t")).await.unwrap() {
-            let col = batch.column_by_name("id").unwrap();
-            let col = col
-                .as_any()
-                .downcast_ref::<arrow_array::Int64Array>()
-                .unwrap();
-            ids.extend(col.values().iter().copied());
-        }
-        ids.sort();
-        assert_eq!(ids, [0, 1, 2, 20]);
+        assert_eq!(ids(&b, "t").await, [0, 1, 2, 20]);
         assert_eq!(count(&b_dev, "t").await, 5);
         let merged = b
             .merge(&b_dev, MergeOptions::default().key("t", &["id"]))
@@ -492,10 +491,7 @@ fn writer_and_two_followers_in_other_processes() {
     if std::env::var(ROLE).is_ok() {
         return;
     }
-    run(async {
-        let dir = tempfile::tempdir().unwrap();
-        writer_and_two_followers(dir.path().to_str().unwrap()).await;
-    });
+    on_local_disk(|uri| async move { writer_and_two_followers(&uri).await });
 }
 
 #[test]
@@ -503,8 +499,8 @@ fn s3_writer_and_two_followers_in_other_processes() {
     if std::env::var(ROLE).is_ok() {
         return;
     }
-    run(async {
-        writer_and_two_followers(&lancebranch::testing::s3::server().fresh_uri("processes")).await;
+    on_s3("processes", |uri| async move {
+        writer_and_two_followers(&uri).await
     });
 }
 
@@ -628,18 +624,12 @@ async fn follower_never_reads_another_dataset(uri: &str) {
 
 #[test]
 fn local_follower_never_reads_another_dataset() {
-    run(async {
-        let dir = tempfile::tempdir().unwrap();
-        follower_never_reads_another_dataset(dir.path().to_str().unwrap()).await;
-    });
+    on_local_disk(|uri| async move { follower_never_reads_another_dataset(&uri).await });
 }
 
 #[test]
 fn s3_follower_never_reads_another_dataset() {
-    run(async {
-        follower_never_reads_another_dataset(
-            &lancebranch::testing::s3::server().fresh_uri("stale"),
-        )
-        .await;
+    on_s3("stale", |uri| async move {
+        follower_never_reads_another_dataset(&uri).await
     });
 }
