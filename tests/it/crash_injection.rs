@@ -12,29 +12,7 @@ use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode}
 
 use lancebranch::conformance::data::*;
 
-/// Where a scenario's store lives: a temporary directory, or a fresh
-/// prefix on the local S3 server (the catalog is then an object log).
-enum Place {
-    Dir(tempfile::TempDir),
-    S3(String),
-}
-
-impl Place {
-    fn new(s3: bool) -> Self {
-        if s3 {
-            Place::S3(lancebranch::testing::s3::server().fresh_uri("crash"))
-        } else {
-            Place::Dir(tempfile::tempdir().unwrap())
-        }
-    }
-
-    fn uri(&self) -> String {
-        match self {
-            Place::Dir(d) => d.path().to_str().unwrap().to_string(),
-            Place::S3(uri) => uri.clone(),
-        }
-    }
-}
+use crate::shared::Place;
 
 async fn open(dir: &Place) -> (Arc<LanceDbBackend>, BranchedBackend) {
     let inner = crate::shared::inner(&dir.uri()).await;

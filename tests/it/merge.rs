@@ -1,7 +1,10 @@
 //! Diff and three-way merge between branches.
+//! Every scenario runs on local disk and on the local S3 server.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use crate::shared::Place;
 
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -9,7 +12,7 @@ use lancebranch::branched::{
     BranchedBackend, ConflictKind, ConflictPolicy, MergeOptions, MergeOutcome,
     PRIMARY_KEY_METADATA, TableChange,
 };
-use lancebranch::{Error, LanceDbBackend, ScanRequest, StorageBackend, WriteMode};
+use lancebranch::{Error, ScanRequest, StorageBackend, WriteMode};
 
 use lancebranch::conformance::data::ints;
 use lancebranch::conformance::typed;
@@ -109,23 +112,23 @@ async fn contents(v: &BranchedBackend, t: &str) -> BTreeMap<i64, (Option<i64>, O
     out
 }
 
-async fn store() -> (tempfile::TempDir, BranchedBackend) {
-    let dir = tempfile::tempdir().unwrap();
-    let inner = Arc::new(
-        LanceDbBackend::open(dir.path().to_str().unwrap())
-            .await
-            .unwrap(),
-    );
-    let main = BranchedBackend::open(inner).await.unwrap();
+/// A fresh store, on the local S3 server (`s3`) or on local disk.
+async fn fresh(s3: bool) -> (Place, BranchedBackend) {
+    let dir = Place::new(s3);
+    let inner = crate::shared::inner(&dir.uri()).await;
+    (dir, BranchedBackend::open(inner).await.unwrap())
+}
+
+async fn store(s3: bool) -> (Place, BranchedBackend) {
+    let (dir, main) = fresh(s3).await;
     main.create_table("p", vec![rows(&[(1, 10, "x"), (2, 20, "y"), (3, 30, "z")])])
         .await
         .unwrap();
     (dir, main)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fast_forward_then_up_to_date_and_child_still_readable() {
-    let (_d, main) = store().await;
+async fn fast_forward_then_up_to_date_and_child_still_readable(s3: bool) {
+    let (_d, main) = store(s3).await;
     let b = main.fork("b").await.unwrap();
     b.write("p", vec![rows(&[(4, 40, "w")])], WriteMode::Append)
         .await
@@ -179,9 +182,8 @@ async fn fast_forward_then_up_to_date_and_child_still_readable() {
 /// base row, checked by key; where the target rewrote a row with the same
 /// values (a new row id), the row is found by key instead, and a row
 /// never ends up twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_rewritten_on_the_target_are_found_by_key() {
-    let (_d, main) = store().await;
+async fn rows_rewritten_on_the_target_are_found_by_key(s3: bool) {
+    let (_d, main) = store(s3).await;
     let b = main.fork("b").await.unwrap();
     b.merge_insert("p", &["id"], vec![set_a(2, 21)])
         .await
@@ -214,9 +216,8 @@ async fn rows_rewritten_on_the_target_are_found_by_key() {
     assert_eq!(contents(&b, "p").await, want);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disjoint_changes_merge_without_false_conflicts() {
-    let (_d, main) = store().await;
+async fn disjoint_changes_merge_without_false_conflicts(s3: bool) {
+    let (_d, main) = store(s3).await;
     let b = main.fork("b").await.unwrap();
     // Different rows on each side, and different columns of row 2.
     main.merge_insert("p", &["id"], vec![set_a(1, 11)])
@@ -256,8 +257,8 @@ async fn disjoint_changes_merge_without_false_conflicts() {
     assert_eq!(got, want);
 }
 
-async fn conflicting_pair() -> (tempfile::TempDir, BranchedBackend, BranchedBackend) {
-    let (d, main) = store().await;
+async fn conflicting_pair(s3: bool) -> (Place, BranchedBackend, BranchedBackend) {
+    let (d, main) = store(s3).await;
     let b = main.fork("b").await.unwrap();
     // DivergentInsert on 7, DivergentUpdate on 1.a, UpdateDelete on 2, DeleteUpdate on 3.
     main.write("p", vec![rows(&[(7, 70, "ours")])], WriteMode::Append)
@@ -283,9 +284,8 @@ async fn conflicting_pair() -> (tempfile::TempDir, BranchedBackend, BranchedBack
     (d, main, b)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_conflict_kind_fails_atomically_by_default() {
-    let (_d, main, b) = conflicting_pair().await;
+async fn every_conflict_kind_fails_atomically_by_default(s3: bool) {
+    let (_d, main, b) = conflicting_pair(s3).await;
     let before = contents(&main, "p").await;
     let v = main.get_table_version("p").await.unwrap();
     let r = main.merge(&b, MergeOptions::default()).await.unwrap();
@@ -318,9 +318,8 @@ async fn every_conflict_kind_fails_atomically_by_default() {
     assert_eq!(main.get_table_version("p").await.unwrap(), v);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ours_and_theirs_policies_resolve() {
-    let (_d, main, b) = conflicting_pair().await;
+async fn ours_and_theirs_policies_resolve(s3: bool) {
+    let (_d, main, b) = conflicting_pair(s3).await;
     let ours_before = contents(&main, "p").await;
     let r = main
         .merge(
@@ -337,7 +336,7 @@ async fn ours_and_theirs_policies_resolve() {
         "ours keeps every conflicting row"
     );
 
-    let (_d2, main2, b2) = conflicting_pair().await;
+    let (_d2, main2, b2) = conflicting_pair(s3).await;
     let r = main2
         .merge(
             &b2,
@@ -357,15 +356,8 @@ async fn ours_and_theirs_policies_resolve() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_key_is_refused_before_writing() {
-    let dir = tempfile::tempdir().unwrap();
-    let inner = Arc::new(
-        LanceDbBackend::open(dir.path().to_str().unwrap())
-            .await
-            .unwrap(),
-    );
-    let main = BranchedBackend::open(inner).await.unwrap();
+async fn missing_key_is_refused_before_writing(s3: bool) {
+    let (_dir, main) = fresh(s3).await;
     let nokey = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
     let batch =
         RecordBatch::try_new(nokey.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
@@ -401,9 +393,8 @@ async fn missing_key_is_refused_before_writing() {
     assert!(matches!(typed(&e), Error::InvalidArgument(_)), "{e:#}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn created_tables_nested_and_repeated_merges() {
-    let (_d, main) = store().await;
+async fn created_tables_nested_and_repeated_merges(s3: bool) {
+    let (_d, main) = store(s3).await;
     let b = main.fork("b").await.unwrap();
     let c = b.fork("c").await.unwrap();
     c.create_table("extra", vec![rows(&[(1, 1, "e")])])
@@ -451,9 +442,8 @@ async fn created_tables_nested_and_repeated_merges() {
     assert_eq!(contents(&b, "p").await, got);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schema_additions_merge() {
-    let (_d, main) = store().await;
+async fn schema_additions_merge(s3: bool) {
+    let (_d, main) = store(s3).await;
     let b = main.fork("b").await.unwrap();
     let mut fields: Vec<Field> = schema()
         .fields()
@@ -578,17 +568,10 @@ async fn contents_m(v: &BranchedBackend) -> Model {
 
 /// Random edits on two branches, merged with Theirs / Ours, equal a plain
 /// model of the same edits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merge_matches_a_model_under_random_edits() {
+async fn merge_matches_a_model_under_random_edits(s3: bool) {
     for seed in 1..=6u64 {
         for policy in [ConflictPolicy::Theirs, ConflictPolicy::Ours] {
-            let dir = tempfile::tempdir().unwrap();
-            let inner = Arc::new(
-                LanceDbBackend::open(dir.path().to_str().unwrap())
-                    .await
-                    .unwrap(),
-            );
-            let main = BranchedBackend::open(inner).await.unwrap();
+            let (_dir, main) = fresh(s3).await;
             let base: Model = (0..8).map(|i| (i, i * 10)).collect();
             let init: Vec<(i64, i64)> = base.iter().map(|(k, v)| (*k, *v)).collect();
             main.create_table("m", vec![krows(&init)]).await.unwrap();
@@ -636,9 +619,8 @@ async fn merge_matches_a_model_under_random_edits() {
 }
 
 /// A reader never sees half of a multi-table merge.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merge_is_atomic_across_tables_for_readers() {
-    let (_d, main) = store().await;
+async fn merge_is_atomic_across_tables_for_readers(s3: bool) {
+    let (_d, main) = store(s3).await;
     main.create_table("q", vec![rows(&[(1, 10, "x"), (2, 20, "y"), (3, 30, "z")])])
         .await
         .unwrap();
@@ -664,6 +646,9 @@ async fn merge_is_atomic_across_tables_for_readers() {
                 );
                 assert_eq!(p, q, "a snapshot saw one table merged and not the other");
                 seen += 1;
+                // Reads of cached versions never wait: let the runtime's
+                // other tasks (the merge's S3 requests) run.
+                tokio::task::yield_now().await;
             }
         })
     };
@@ -675,9 +660,8 @@ async fn merge_is_atomic_across_tables_for_readers() {
     assert_eq!(main.count_rows("q", None).await.unwrap(), 53);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn diff_since_a_tag() {
-    let (_d, main) = store().await;
+async fn diff_since_a_tag(s3: bool) {
+    let (_d, main) = store(s3).await;
     main.tag("v1").await.unwrap();
     main.merge_insert("p", &["id"], vec![set_a(1, 99)])
         .await
@@ -717,4 +701,116 @@ async fn diff_since_a_tag() {
         .await
         .unwrap_err();
     assert!(matches!(typed(&e), Error::TagNotFound(_)), "{e:#}");
+}
+
+// ---- every scenario on local disk and on S3 ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_forward_then_up_to_date_and_child_still_readable_local() {
+    fast_forward_then_up_to_date_and_child_still_readable(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_forward_then_up_to_date_and_child_still_readable_on_s3() {
+    fast_forward_then_up_to_date_and_child_still_readable(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_rewritten_on_the_target_are_found_by_key_local() {
+    rows_rewritten_on_the_target_are_found_by_key(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_rewritten_on_the_target_are_found_by_key_on_s3() {
+    rows_rewritten_on_the_target_are_found_by_key(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disjoint_changes_merge_without_false_conflicts_local() {
+    disjoint_changes_merge_without_false_conflicts(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disjoint_changes_merge_without_false_conflicts_on_s3() {
+    disjoint_changes_merge_without_false_conflicts(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_conflict_kind_fails_atomically_by_default_local() {
+    every_conflict_kind_fails_atomically_by_default(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_conflict_kind_fails_atomically_by_default_on_s3() {
+    every_conflict_kind_fails_atomically_by_default(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ours_and_theirs_policies_resolve_local() {
+    ours_and_theirs_policies_resolve(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ours_and_theirs_policies_resolve_on_s3() {
+    ours_and_theirs_policies_resolve(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_key_is_refused_before_writing_local() {
+    missing_key_is_refused_before_writing(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_key_is_refused_before_writing_on_s3() {
+    missing_key_is_refused_before_writing(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_tables_nested_and_repeated_merges_local() {
+    created_tables_nested_and_repeated_merges(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_tables_nested_and_repeated_merges_on_s3() {
+    created_tables_nested_and_repeated_merges(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_additions_merge_local() {
+    schema_additions_merge(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_additions_merge_on_s3() {
+    schema_additions_merge(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_matches_a_model_under_random_edits_local() {
+    merge_matches_a_model_under_random_edits(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_matches_a_model_under_random_edits_on_s3() {
+    merge_matches_a_model_under_random_edits(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_is_atomic_across_tables_for_readers_local() {
+    merge_is_atomic_across_tables_for_readers(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_is_atomic_across_tables_for_readers_on_s3() {
+    merge_is_atomic_across_tables_for_readers(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_since_a_tag_local() {
+    diff_since_a_tag(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_since_a_tag_on_s3() {
+    diff_since_a_tag(true).await
 }

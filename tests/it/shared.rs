@@ -38,6 +38,34 @@ async fn follower(uri: &str) -> BranchedBackend {
         .unwrap()
 }
 
+/// Where a scenario's store lives: a temporary directory, or a fresh
+/// prefix on the local S3 server (the catalog is then an object log).
+pub enum Place {
+    /// A temporary directory.
+    Dir(tempfile::TempDir),
+    /// A fresh prefix on the local S3 server.
+    S3(String),
+}
+
+impl Place {
+    /// A fresh place: on S3 (`s3`) or on local disk.
+    pub fn new(s3: bool) -> Self {
+        if s3 {
+            Place::S3(lancebranch::testing::s3::server().fresh_uri("crash"))
+        } else {
+            Place::Dir(tempfile::tempdir().unwrap())
+        }
+    }
+
+    /// The store's URI.
+    pub fn uri(&self) -> String {
+        match self {
+            Place::Dir(d) => d.path().to_str().unwrap().to_string(),
+            Place::S3(uri) => uri.clone(),
+        }
+    }
+}
+
 /// Run `scenario` on a store in a fresh temporary directory.
 fn on_local_disk<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(String) -> F) {
     run(async {
