@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use lancebranch::LanceDbBackend;
 use lancebranch::branched::{BranchedBackend, FsckProblem, Record, read_catalog_offline};
-use lancebranch::lance::{LanceDbOptions, S3Options};
+use lancebranch::lance::{LanceDbOptions, S3Options, StoreLocation, store_location};
 use lancebranch_wal::{Lsn, RecoveryMode, StdStorage, read_log};
 use serde_json::{Value, json};
 
@@ -21,7 +21,7 @@ use crate::output::{Out, columns, describe, done, ms, record_json};
 pub fn is_object_store(store: &Path) -> bool {
     store
         .to_str()
-        .is_some_and(|s| s.contains("://") && !s.starts_with("file://"))
+        .is_some_and(|s| store_location(s) == StoreLocation::Object)
 }
 
 /// The inner store at `store`: a directory, or a store on object storage

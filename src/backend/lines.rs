@@ -270,8 +270,9 @@ pub trait BranchLines: StorageBackend {
     /// process that wrote the line meanwhile, such as a writer fenced a
     /// moment ago); a commit of this handle that restored a version at or
     /// below `after` starts the contents afresh. Versions below `after` may
-    /// be forgotten. A branched store publishes a version only if so. `None` (the default): the store does not keep track,
-    /// and the check is skipped.
+    /// be forgotten. A branched store publishes a version only if so.
+    /// `None` (the default): the store does not keep track, and the check
+    /// is skipped.
     fn own_commits(
         &self,
         table: &str,

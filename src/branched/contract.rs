@@ -15,8 +15,8 @@ use crate::backend::{
     StorageBackend, TableWriteGuard, VectorIndexParams, VectorQueryOpts, WriteMode,
     validate_table_name,
 };
-use crate::branched::catalog::{TableRef, Touched, line_owner};
-use crate::branched::view::BranchedBackend;
+use crate::branched::catalog::{TableRef, line_owner};
+use crate::branched::view::{BranchedBackend, check_followed};
 use crate::failpoints::FailPoint;
 
 impl BranchedBackend {
@@ -236,18 +236,9 @@ impl StorageBackend for BranchedBackend {
             return Ok(stream);
         }
         // A follower's stream ends with the check of what it read.
-        let cat = self.core.catalog.clone();
-        let check = futures::stream::once(async move {
-            let t = table.clone();
-            let touched = tokio::task::spawn_blocking(move || cat.touched_since(at, &t)).await;
-            match touched {
-                Ok(Ok(Touched::Removed)) => Some(Err(Error::StaleRead { table }.into())),
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(Err(e)),
-                Err(e) => Some(Err(e.into())),
-            }
-        })
-        .filter_map(std::future::ready);
+        let check = check_followed(self.core.catalog.clone(), at, table, false);
+        let check =
+            futures::stream::once(check).filter_map(|r| std::future::ready(r.err().map(Err)));
         Ok(Box::pin(stream.chain(check)))
     }
 

@@ -4,12 +4,11 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use lancebranch_wal::{Lsn, RecoveryMode, StdStorage, read_log};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::branched::catalog::{CatalogState, Record};
-use crate::branched::format::{check_continuity, check_format, read_checkpoint};
+use crate::branched::log::WalLog;
 use crate::branched::view::BranchedBackend;
 
 /// One logged catalog record.
@@ -130,51 +129,10 @@ pub fn read_catalog_offline(store: &Path) -> Result<OfflineCatalog> {
     if !dir.is_dir() {
         anyhow::bail!("{} holds no lancebranch catalog", store.display());
     }
-    check_format(&dir)?;
-    // The owner may write a checkpoint and truncate the log between our
-    // reads of the two: a log that does not continue the checkpoint read
-    // is read again, with the newer checkpoint.
-    let mut tries = 0;
-    loop {
-        match read_once(&dir) {
-            Err(e)
-                if tries < 3
-                    && matches!(
-                        crate::backend::Error::of(&e),
-                        Some(crate::backend::Error::CorruptCatalog { .. })
-                    ) =>
-            {
-                tries += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// One read of the checkpoint and the log after it.
-fn read_once(dir: &Path) -> Result<OfflineCatalog> {
-    let mut state = read_checkpoint(dir)?.unwrap_or_default();
+    // The follower's read: no lock, nothing repaired, read again when the
+    // owner replaced the checkpoint and truncated the log in between.
+    let (log, mut state, records) = WalLog::open_read_only(&dir)?;
     let covered = state.applied;
-    let wal_dir = dir.join("wal");
-    let (records, torn_tail_bytes, next_lsn) = if wal_dir.is_dir() {
-        let storage =
-            StdStorage::open(&wal_dir).with_context(|| format!("opening {}", wal_dir.display()))?;
-        let got = read_log::<Record>(
-            &storage,
-            RecoveryMode::TolerateCorruptedTail,
-            Lsn(covered + 1),
-        )
-        .with_context(|| format!("reading the catalog log in {}", wal_dir.display()))?;
-        (
-            got.records,
-            got.report.torn_tail_bytes,
-            got.report.next_lsn.0,
-        )
-    } else {
-        (Vec::new(), 0, 1)
-    };
-    check_continuity(dir, covered, records.first().map(|(l, _)| l.0), next_lsn)?;
-    let records: Vec<(u64, Record)> = records.into_iter().map(|(l, r)| (l.0, r)).collect();
     for (lsn, rec) in &records {
         if *lsn > state.applied {
             state.apply(*lsn, rec);
@@ -183,7 +141,7 @@ fn read_once(dir: &Path) -> Result<OfflineCatalog> {
     Ok(OfflineCatalog {
         state,
         history: History::from_pairs(covered, records),
-        torn_tail_bytes,
+        torn_tail_bytes: log.torn_tail_bytes(),
     })
 }
 
@@ -214,6 +172,8 @@ pub struct CatalogReplay {
 /// The catalog cannot be read.
 #[cfg(feature = "testing")]
 pub fn time_catalog_replay(store: &Path) -> Result<CatalogReplay> {
+    use crate::branched::format::read_checkpoint;
+    use lancebranch_wal::{Lsn, RecoveryMode, StdStorage, read_log};
     use std::time::Instant;
     let dir = store.join("_lancebranch");
     let t = Instant::now();

@@ -11,6 +11,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use lancebranch_wal::{Lsn, Options, RecoveryMode, SimStorage, StdStorage, Wal, read_log};
@@ -79,8 +80,9 @@ pub(crate) struct WalLog {
 enum WalMode {
     /// The owner: holds the directory lock (`None`: in memory).
     Writer(Box<Wal<Record>>, Option<PathBuf>),
-    /// A reader in another process: no lock, nothing repaired.
-    Reader(PathBuf),
+    /// A reader in another process: no lock, nothing repaired; the bytes
+    /// of a torn last record its last read found.
+    Reader(PathBuf, AtomicU64),
 }
 
 /// A freshly opened log: the checkpoint's state and the records after it.
@@ -159,16 +161,25 @@ impl WalLog {
         }
         check_format(dir)?;
         let log = Self {
-            mode: WalMode::Reader(dir.to_path_buf()),
+            mode: WalMode::Reader(dir.to_path_buf(), AtomicU64::new(0)),
         };
         let (state, records) = read_consistent(&log)?;
         Ok((log, state, records))
     }
 
+    /// A reader: the bytes of a torn last record (a write in flight, or
+    /// cut short by a crash) its last read found; 0 for a writer.
+    pub(crate) fn torn_tail_bytes(&self) -> u64 {
+        match &self.mode {
+            WalMode::Reader(_, torn) => torn.load(Ordering::Relaxed),
+            WalMode::Writer(..) => 0,
+        }
+    }
+
     fn dir(&self) -> Option<&Path> {
         match &self.mode {
             WalMode::Writer(_, dir) => dir.as_deref(),
-            WalMode::Reader(dir) => Some(dir),
+            WalMode::Reader(dir, _) => Some(dir),
         }
     }
 }
@@ -203,7 +214,7 @@ impl CatalogLog for WalLog {
                     .context("logging catalog records")?;
                 Ok(lsns.start.0..lsns.end.0)
             }
-            WalMode::Reader(dir) => Err(Error::ReadOnlyStore {
+            WalMode::Reader(dir, _) => Err(Error::ReadOnlyStore {
                 store: dir.display().to_string(),
             }
             .into()),
@@ -228,9 +239,10 @@ impl CatalogLog for WalLog {
                     .context("reading the catalog log")?;
                 (records, wal.next_lsn().0)
             }
-            WalMode::Reader(dir) => {
+            WalMode::Reader(dir, torn) => {
                 let wal_dir = dir.join("wal");
                 if !wal_dir.is_dir() {
+                    torn.store(0, Ordering::Relaxed);
                     (Vec::new(), 1)
                 } else {
                     let storage = StdStorage::open(&wal_dir)
@@ -240,6 +252,7 @@ impl CatalogLog for WalLog {
                             .with_context(|| {
                                 format!("reading the catalog log in {}", wal_dir.display())
                             })?;
+                    torn.store(got.report.torn_tail_bytes, Ordering::Relaxed);
                     (got.records, got.report.next_lsn.0)
                 }
             }

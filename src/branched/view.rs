@@ -109,6 +109,33 @@ fn catalog_dir(base_uri: &str) -> std::result::Result<Option<PathBuf>, String> {
     }
 }
 
+/// A follower's check of a read of `table` made on its state at LSN `at`
+/// (`failed`: the read failed): [`Error::StaleRead`] when the writer has
+/// since removed a line or the dataset of `table` (what was read may be
+/// another dataset of the same name), or, for a failed read, published
+/// `table` anew (retention may have removed the version read).
+///
+/// # Errors
+/// [`Error::StaleRead`], or the log cannot be read.
+pub(crate) async fn check_followed(
+    cat: Arc<Catalog>,
+    at: u64,
+    table: String,
+    failed: bool,
+) -> Result<()> {
+    let t = table.clone();
+    let touched = tokio::task::spawn_blocking(move || cat.touched_since(at, &t)).await??;
+    let stale = match touched {
+        Touched::Removed => true,
+        Touched::Republished => failed,
+        Touched::Untouched => false,
+    };
+    if stale {
+        return Err(Error::StaleRead { table }.into());
+    }
+    Ok(())
+}
+
 /// Who opens a store for writing (host, process id and a random nonce),
 /// logged in its writer record. Unique per open: two writers that both
 /// find their own bytes at a name after a retried create must not be able
@@ -706,19 +733,8 @@ impl BranchedBackend {
         }
         let at = self.core.catalog.read().applied;
         let got = read()?.await;
-        let (cat, t) = (self.core.catalog.clone(), table.to_string());
-        let touched = tokio::task::spawn_blocking(move || cat.touched_since(at, &t)).await??;
-        let stale = match touched {
-            Touched::Removed => true,
-            Touched::Republished => got.is_err(),
-            Touched::Untouched => false,
-        };
-        if stale {
-            return Err(Error::StaleRead {
-                table: table.to_string(),
-            }
-            .into());
-        }
+        let cat = self.core.catalog.clone();
+        check_followed(cat, at, table.to_string(), got.is_err()).await?;
         got
     }
 

@@ -657,10 +657,9 @@ fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Make a local path absolute (creating the directory); leave URLs alone.
-/// Where a store URI keeps its data.
+/// Where a store URI keeps its data ([`store_location`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StoreLocation<'a> {
+pub enum StoreLocation<'a> {
     /// A local directory: a plain path or a `file://` URL (this path).
     Local(&'a str),
     /// `memory://`.
@@ -670,8 +669,17 @@ pub(crate) enum StoreLocation<'a> {
 }
 
 /// Where `uri` keeps its data. The one place that tells local, memory and
-/// object-store URIs apart.
-pub(crate) fn store_location(uri: &str) -> StoreLocation<'_> {
+/// object-store URIs apart (the CLI asks it too).
+///
+/// # Example
+/// ```
+/// use lancebranch::lance::{StoreLocation, store_location};
+/// assert_eq!(store_location("/data/s"), StoreLocation::Local("/data/s"));
+/// assert_eq!(store_location("file:///data/s"), StoreLocation::Local("/data/s"));
+/// assert_eq!(store_location("memory://x"), StoreLocation::Memory);
+/// assert_eq!(store_location("s3://bucket/s"), StoreLocation::Object);
+/// ```
+pub fn store_location(uri: &str) -> StoreLocation<'_> {
     match uri.split_once("://") {
         None => StoreLocation::Local(uri),
         Some(("file", path)) => StoreLocation::Local(path),
@@ -680,6 +688,7 @@ pub(crate) fn store_location(uri: &str) -> StoreLocation<'_> {
     }
 }
 
+/// Make a local path absolute (creating the directory); leave URLs alone.
 fn normalize_uri(uri: &str) -> Result<String> {
     if uri.trim().is_empty() {
         return Err(Error::InvalidArgument("the store URI is empty".into()).into());

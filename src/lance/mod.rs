@@ -13,8 +13,7 @@ mod ops;
 mod search;
 mod take;
 
-pub use backend::{LanceDbBackend, LanceDbOptions, S3Options};
-pub(crate) use backend::{StoreLocation, store_location};
+pub use backend::{LanceDbBackend, LanceDbOptions, S3Options, StoreLocation, store_location};
 pub(crate) use durable::create_dir_synced;
 pub use durable::{SyncCounter, durable_session};
 #[cfg(feature = "failpoints")]
