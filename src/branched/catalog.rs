@@ -654,10 +654,19 @@ pub fn line_owner(line: Option<&str>) -> Option<u64> {
 
 /// The durable catalog: state + log + checkpoints.
 pub struct Catalog {
+    /// The published state: every durable record applied, and nothing
+    /// else (readers never see a record a crash could still take back).
     state: RwLock<CatalogState>,
     log: Box<dyn CatalogLog>,
-    /// Serializes appends so the log order is the apply order.
-    commit: Mutex<()>,
+    /// The commit lock, guarding the state *ahead*: the published state
+    /// plus every group written to the log and not yet durable. Checks run
+    /// on it and groups are written under it, so the log order is the
+    /// apply order; the sync happens outside it, shared by concurrent
+    /// committers (group commit).
+    commit: Mutex<CatalogState>,
+    /// Groups written to the log, in LSN order, not yet applied to
+    /// `state` (each is once the log says it is durable).
+    unapplied: Mutex<std::collections::VecDeque<(u64, Record)>>,
     /// The LSN covered by the last checkpoint.
     last_checkpoint: std::sync::atomic::AtomicU64,
     /// A follower: never appends, follows the log with
@@ -753,9 +762,10 @@ impl Catalog {
             }
         }
         Arc::new(Self {
+            commit: Mutex::new(state.clone()),
+            unapplied: Mutex::new(std::collections::VecDeque::new()),
             state: RwLock::new(state),
             log,
-            commit: Mutex::new(()),
             last_checkpoint: std::sync::atomic::AtomicU64::new(covered),
             read_only,
             pins: Mutex::new(BTreeMap::new()),
@@ -812,6 +822,11 @@ impl Catalog {
         self.log.probe_live()
     }
 
+    /// How many times the catalog's log was synced since it was opened.
+    pub(crate) fn log_syncs(&self) -> u64 {
+        self.log.sync_count()
+    }
+
     /// Whether this catalog is a read-only follower.
     pub(crate) fn is_read_only(&self) -> bool {
         self.read_only
@@ -829,7 +844,7 @@ impl Catalog {
     /// # Errors
     /// The log cannot be read.
     pub(crate) fn refresh(&self) -> Result<u64> {
-        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ahead = self.lock_ahead();
         let covered = self.read().applied;
         let (base, records) = match self.log.read_after(covered) {
             Ok(records) => (None, records),
@@ -848,7 +863,37 @@ impl Catalog {
                 st.apply(*lsn, r);
             }
         }
+        // A follower writes nothing: the state ahead is the published one.
+        *ahead = st.clone();
         Ok(st.applied.saturating_sub(covered))
+    }
+
+    /// Take the commit lock: the state ahead of the published one.
+    fn lock_ahead(&self) -> std::sync::MutexGuard<'_, CatalogState> {
+        self.commit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply every written group below LSN `end` (the log said it is
+    /// durable) to the published state, in LSN order. Returns the LSN of
+    /// the last record applied.
+    fn apply_durable(&self, end: u64) -> u64 {
+        let mut queue = self.unapplied.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        while queue.front().is_some_and(|(lsn, _)| *lsn < end) {
+            if let Some((lsn, rec)) = queue.pop_front() {
+                st.apply(lsn, &rec);
+            }
+        }
+        st.applied
+    }
+
+    /// Under the commit lock (`ahead`): wait until every written group is
+    /// durable and published, so the published state is the state ahead.
+    fn settle(&self, ahead: &CatalogState) -> Result<()> {
+        let end = ahead.applied + 1;
+        self.log.wait_durable(end)?;
+        self.apply_durable(end);
+        Ok(())
     }
 
     /// A read of the current state.
@@ -856,15 +901,19 @@ impl Catalog {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Register a pin of what `f` picks from the current state (checked
+    /// Register a pin of what `f` picks from the published state (checked
     /// under the commit lock): retention and garbage collection keep it
     /// readable until the guard is dropped.
     pub(crate) fn pin(
         self: &Arc<Self>,
         f: impl FnOnce(&CatalogState) -> Result<Vec<(String, TableRef)>>,
     ) -> Result<(Vec<(String, TableRef)>, PinGuard)> {
-        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        let refs = f(&self.read())?;
+        let _g = self.lock_ahead();
+        // The published state stays read-locked until the pin is
+        // registered: a collection runs only once its record is published,
+        // and then finds this pin (or the pin read the state after it).
+        let st = self.read();
+        let refs = f(&st)?;
         let id = self
             .next_pin
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -872,6 +921,7 @@ impl Catalog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, refs.clone());
+        drop(st);
         let guard = PinGuard {
             catalog: Arc::downgrade(self),
             id,
@@ -924,25 +974,45 @@ impl Catalog {
     }
 
     /// Durably log the records `check` returns (after it passes on the
-    /// current state, under the commit lock) as one atomic batch, then
-    /// apply them. Blocking: call it from a blocking context.
+    /// state ahead, under the commit lock) as one atomic batch, then
+    /// publish them. Blocking: call it from a blocking context.
+    ///
+    /// The check and the log write happen under the commit lock; the sync
+    /// does not: concurrent committers (of any branch or table) share
+    /// one sync, and each returns once its records are durable and
+    /// published. A later check sees earlier groups written and not yet
+    /// durable, which is safe: the log makes groups durable in LSN order,
+    /// so a crash that takes an earlier group also takes every later one,
+    /// and no caller was answered for either.
     pub fn commit_batch(
         &self,
         check: impl FnOnce(&CatalogState) -> Result<Vec<Record>>,
     ) -> Result<Vec<Record>> {
-        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        let recs = check(&self.read())?;
-        if recs.is_empty() {
-            return Ok(recs);
-        }
-        let lsns = self.log.append(&recs)?;
-        let applied = {
-            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-            for (lsn, rec) in (lsns.start..).zip(&recs) {
-                st.apply(lsn, rec);
+        self.commit_group(check).map(|(_, recs)| recs)
+    }
+
+    /// [`commit_batch`](Self::commit_batch), returning the LSNs logged.
+    fn commit_group(
+        &self,
+        check: impl FnOnce(&CatalogState) -> Result<Vec<Record>>,
+    ) -> Result<(std::ops::Range<u64>, Vec<Record>)> {
+        let (lsns, recs) = {
+            let mut ahead = self.lock_ahead();
+            let recs = check(&ahead)?;
+            if recs.is_empty() {
+                let next = ahead.applied + 1;
+                return Ok((next..next, recs));
             }
-            st.applied
+            let lsns = self.log.write(&recs)?;
+            let mut queue = self.unapplied.lock().unwrap_or_else(|p| p.into_inner());
+            for (lsn, rec) in lsns.clone().zip(&recs) {
+                ahead.apply(lsn, rec);
+                queue.push_back((lsn, rec.clone()));
+            }
+            (lsns, recs)
         };
+        self.log.wait_durable(lsns.end)?;
+        let applied = self.apply_durable(lsns.end);
         let last = self
             .last_checkpoint
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -951,9 +1021,15 @@ impl Catalog {
             // must not turn them into an error (the caller would retry and
             // apply them twice). The log still holds them; the next commit
             // tries the checkpoint again.
-            let _ = self.checkpoint_locked(&crate::failpoints::FailPoints::default());
+            let ahead = self.lock_ahead();
+            let last = self
+                .last_checkpoint
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if ahead.applied.saturating_sub(last) >= CHECKPOINT_EVERY {
+                let _ = self.checkpoint_locked(&ahead, &crate::failpoints::FailPoints::default());
+            }
         }
-        Ok(recs)
+        Ok((lsns, recs))
     }
 
     /// Durably log the record `check` returns and apply it.
@@ -961,9 +1037,9 @@ impl Catalog {
         &self,
         check: impl FnOnce(&CatalogState) -> Result<Record>,
     ) -> Result<(u64, Record)> {
-        let mut recs = self.commit_batch(|st| check(st).map(|r| vec![r]))?;
+        let (lsns, mut recs) = self.commit_group(|st| check(st).map(|r| vec![r]))?;
         let rec = recs.pop().context("no record logged")?;
-        Ok((self.read().applied, rec))
+        Ok((lsns.end - 1, rec))
     }
 
     /// Durably log `rec` and apply it.
@@ -974,10 +1050,12 @@ impl Catalog {
     /// A fresh id for a branch or an operation (logged with the record
     /// that uses it).
     pub fn fresh_id(&self) -> u64 {
-        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ahead = self.lock_ahead();
+        let id = ahead.next_id;
+        ahead.next_id += 1;
+        // Published too: a checkpoint keeps it from being handed out again.
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let id = st.next_id;
-        st.next_id += 1;
+        st.next_id = st.next_id.max(ahead.next_id);
         id
     }
 
@@ -987,7 +1065,9 @@ impl Catalog {
     /// # Errors
     /// The checkpoint or the log cannot be read.
     pub(crate) fn log_after_checkpoint(&self) -> Result<(u64, Vec<(u64, Record)>)> {
-        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let ahead = self.lock_ahead();
+        // Only durable records: wait for the groups in flight.
+        self.settle(&ahead)?;
         let (state, records) = read_consistent(self.log.as_ref())?;
         Ok((state.applied, records))
     }
@@ -997,14 +1077,21 @@ impl Catalog {
     /// # Errors
     /// The checkpoint cannot be written.
     pub(crate) fn checkpoint_with(&self, fail: &crate::failpoints::FailPoints) -> Result<()> {
-        let _g = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        self.checkpoint_locked(fail)
+        let ahead = self.lock_ahead();
+        self.checkpoint_locked(&ahead, fail)
     }
 
-    fn checkpoint_locked(&self, fail: &crate::failpoints::FailPoints) -> Result<()> {
+    /// Under the commit lock (`ahead`): checkpoint the state ahead once
+    /// every group written is durable and published.
+    fn checkpoint_locked(
+        &self,
+        ahead: &CatalogState,
+        fail: &crate::failpoints::FailPoints,
+    ) -> Result<()> {
         if self.read_only {
             return Ok(());
         }
+        self.settle(ahead)?;
         let state = self.read().clone();
         self.log.checkpoint(&state, &|| {
             fail.check(FailPoint::CheckpointAfterWriteBeforeTruncate)
@@ -1012,5 +1099,86 @@ impl Catalog {
         self.last_checkpoint
             .store(state.applied, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PER_THREAD: u64 = CHECKPOINT_EVERY / 8 + 16;
+
+    /// Many threads commit at once (the sync outside the commit lock):
+    /// each check sees every earlier group, each caller finds its record
+    /// published when `commit_if` returns, LSNs are unique, and a reopen
+    /// replays exactly what was acknowledged. More records than
+    /// `CHECKPOINT_EVERY`: an automatic checkpoint runs among them.
+    #[test]
+    fn concurrent_commits_are_serialized_checked_and_published() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cat = Catalog::open(Some(dir.path())).expect("open");
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let cat = cat.clone();
+                std::thread::spawn(move || {
+                    let mut lsns = Vec::new();
+                    for i in 0..PER_THREAD {
+                        let name = format!("b{t}_{i}");
+                        let parent = if i == 0 {
+                            MAIN.to_string()
+                        } else {
+                            format!("b{t}_{}", i - 1)
+                        };
+                        let id = cat.fresh_id();
+                        let (lsn, _) = cat
+                            .commit_if(|st| {
+                                // The parent was committed by this thread:
+                                // the state ahead must have it.
+                                assert!(st.branches.contains_key(&parent), "{parent}");
+                                assert!(!st.branches.contains_key(&name));
+                                Ok(Record::Fork {
+                                    name: name.clone(),
+                                    parent: parent.clone(),
+                                    id,
+                                })
+                            })
+                            .expect("commit");
+                        let st = cat.read();
+                        assert!(st.applied >= lsn);
+                        assert_eq!(st.branches.get(&name).map(|b| b.id), Some(id));
+                        lsns.push(lsn);
+                    }
+                    lsns
+                })
+            })
+            .collect();
+        let mut all: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread"))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len() as u64, 8 * PER_THREAD);
+        let live: BTreeMap<String, u64> = cat
+            .read()
+            .branches
+            .iter()
+            .map(|(n, b)| (n.clone(), b.id))
+            .collect();
+        assert_eq!(live.len() as u64, 8 * PER_THREAD + 1);
+        assert!(
+            cat.last_checkpoint
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+        drop(cat);
+        let again = Catalog::open(Some(dir.path())).expect("reopen");
+        let replayed: BTreeMap<String, u64> = again
+            .read()
+            .branches
+            .iter()
+            .map(|(n, b)| (n.clone(), b.id))
+            .collect();
+        assert_eq!(replayed, live);
     }
 }

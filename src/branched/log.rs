@@ -41,6 +41,36 @@ pub(crate) trait CatalogLog: Send + Sync {
     /// stop using the log).
     fn append(&self, records: &[Record]) -> Result<Range<u64>>;
 
+    /// [`append`](Self::append), but the group need not be durable yet
+    /// when this returns: [`wait_durable`](Self::wait_durable) waits for
+    /// it. Groups become durable in LSN order, so the caller may order
+    /// its writes under a lock of its own and wait outside it, sharing
+    /// one sync with concurrent writers (the default: `append`, durable
+    /// at once).
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    fn write(&self, records: &[Record]) -> Result<Range<u64>> {
+        self.append(records)
+    }
+
+    /// How many times the log was synced since it was opened (the
+    /// default: 0, for a log whose appends are durable on their own).
+    fn sync_count(&self) -> u64 {
+        0
+    }
+
+    /// Returns once every record below LSN `end` is durable (the
+    /// default: at once).
+    ///
+    /// # Errors
+    /// The sync failed: the log is unusable (the records may or may not
+    /// be on disk).
+    fn wait_durable(&self, end: u64) -> Result<()> {
+        let _ = end;
+        Ok(())
+    }
+
     /// The newest checkpoint, if any.
     fn read_checkpoint(&self) -> Result<Option<CatalogState>>;
 
@@ -218,6 +248,32 @@ impl CatalogLog for WalLog {
                 store: dir.display().to_string(),
             }
             .into()),
+        }
+    }
+
+    fn write(&self, records: &[Record]) -> Result<Range<u64>> {
+        match &self.mode {
+            WalMode::Writer(wal, _) => {
+                let lsns = wal
+                    .write_batch(records)
+                    .context("logging catalog records")?;
+                Ok(lsns.start.0..lsns.end.0)
+            }
+            WalMode::Reader(..) => self.append(records),
+        }
+    }
+
+    fn sync_count(&self) -> u64 {
+        match &self.mode {
+            WalMode::Writer(wal, _) => wal.sync_count(),
+            WalMode::Reader(..) => 0,
+        }
+    }
+
+    fn wait_durable(&self, end: u64) -> Result<()> {
+        match &self.mode {
+            WalMode::Writer(wal, _) => wal.sync_until(Lsn(end)).context("syncing the catalog log"),
+            WalMode::Reader(..) => Ok(()),
         }
     }
 

@@ -306,6 +306,24 @@ impl BranchedBackend {
         self.core.catalog.is_read_only()
     }
 
+    /// How many times the store's catalog log was synced since it was
+    /// opened (every view of the store shares the log). Concurrent commits
+    /// share a sync, so under load this grows slower than the commits;
+    /// 0 for a log on object storage, whose appends are durable on their
+    /// own.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(main: lancebranch::branched::BranchedBackend) -> anyhow::Result<()> {
+    /// let before = main.log_syncs();
+    /// main.fork("what-if").await?;
+    /// assert_eq!(main.log_syncs(), before + 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn log_syncs(&self) -> u64 {
+        self.core.catalog.log_syncs()
+    }
+
     /// [`open`](Self::open) with fail points armed before recovery runs, to
     /// crash recovery itself: each `(point, skip)` stops at hit `skip + 1`
     /// of fail point `point`.

@@ -76,6 +76,8 @@ pub struct Wal<R> {
     truncating: Mutex<()>,
     /// Serializes segment syncs (see `sync_file`).
     syncing: Mutex<()>,
+    /// Segment syncs so far (see [`Wal::sync_count`]).
+    syncs: std::sync::atomic::AtomicU64,
     _records: PhantomData<fn(R) -> R>,
 }
 
@@ -277,6 +279,7 @@ impl<R: Serialize + DeserializeOwned> Wal<R> {
             poison: OnceLock::new(),
             truncating: Mutex::new(()),
             syncing: Mutex::new(()),
+            syncs: std::sync::atomic::AtomicU64::new(0),
             _records: PhantomData,
         };
         Ok((wal, Recovered { records, report }))
@@ -329,6 +332,51 @@ impl<R: Serialize + DeserializeOwned> Wal<R> {
         let range = self.write(&encoded)?;
         self.wait_for_policy(range.end)?;
         Ok(Lsn(range.start)..Lsn(range.end))
+    }
+
+    /// Writes `records` atomically like [`append_batch`](Self::append_batch)
+    /// but returns before they are durable: [`sync_until`](Self::sync_until)
+    /// with the range's end waits for that. A caller that orders its
+    /// writes under a lock of its own can so release the lock before the
+    /// sync, and concurrent callers share one sync (group commit). Records
+    /// become durable in LSN order: a sync never makes a later batch
+    /// durable without every earlier one.
+    ///
+    /// # Errors
+    ///
+    /// As [`append_batch`](Self::append_batch) (an I/O error poisons the
+    /// log).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lancebranch_wal::{Lsn, Options, SimStorage, Wal};
+    /// let (wal, _) = Wal::<u16>::open_with_storage(SimStorage::new(), Options::default())?;
+    /// let lsns = wal.write_batch(&[7, 8])?; // e.g. under the caller's lock
+    /// wal.sync_until(lsns.end)?; // after releasing it
+    /// assert_eq!(lsns, Lsn(1)..Lsn(3));
+    /// # Ok::<(), lancebranch_wal::Error>(())
+    /// ```
+    pub fn write_batch(&self, records: &[R]) -> Result<Range<Lsn>> {
+        if records.is_empty() {
+            let next = self.next_lsn();
+            return Ok(next..next);
+        }
+        let encoded = records.iter().map(encode).collect::<Result<Vec<_>>>()?;
+        let range = self.write(&encoded)?;
+        Ok(Lsn(range.start)..Lsn(range.end))
+    }
+
+    /// Returns once every record below `end` is durable (with
+    /// [`SyncPolicy::Never`]: at once). Concurrent callers share one sync.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`], or [`Error::Io`] when the sync fails (which
+    /// poisons the log: the records may or may not be on disk).
+    pub fn sync_until(&self, end: Lsn) -> Result<()> {
+        let _active = self.active_appender();
+        self.wait_for_policy(end.0)
     }
 }
 
@@ -406,6 +454,8 @@ impl<R> Wal<R> {
     fn sync_file(&self, file: &dyn StorageFile, name: &str) -> Result<()> {
         let _serial = self.syncing.lock().map_err(|_| lock_error())?;
         self.check_poison()?;
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         file.sync_data()
             .map_err(|e| self.poison_with(io_err("sync_data", name, e)))
     }
@@ -567,6 +617,23 @@ impl<R> Wal<R> {
     /// Every record below this LSN is known to be durable.
     pub fn durable_lsn(&self) -> Lsn {
         Lsn(self.commit.synced())
+    }
+
+    /// How many times a segment was synced since the log was opened
+    /// (`fdatasync` on files; directory syncs are not counted): with group
+    /// commit, fewer than the appends.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lancebranch_wal::{Options, SimStorage, Wal};
+    /// let (wal, _) = Wal::<u8>::open_with_storage(SimStorage::new(), Options::default())?;
+    /// wal.append(&1)?;
+    /// assert_eq!(wal.sync_count(), 1);
+    /// # Ok::<(), lancebranch_wal::Error>(())
+    /// ```
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether an earlier failure poisoned the log (see [`Error::Poisoned`]).

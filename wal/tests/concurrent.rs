@@ -151,3 +151,59 @@ fn concurrent_appenders_on_real_files() {
     let (_, got) = Wal::<Rec>::open(dir.path(), Options::default()).expect("reopen");
     assert_eq!(got.records, all);
 }
+
+/// `write_batch` under the caller's own lock (which orders the records),
+/// then `sync_until` outside it: the callers share syncs, and nobody's
+/// records are durable before every earlier batch's.
+#[test]
+fn writes_ordered_by_a_caller_lock_share_the_sync_outside_it() {
+    let sim = SimStorage::new();
+    sim.set_sync_delay(Duration::from_millis(2));
+    let opts = Options::default().segment_size(2048);
+    let (wal, _) = Wal::<Rec>::open_with_storage(sim.clone(), opts.clone()).expect("open");
+    let before = sim.stats().sync_data;
+    let wal = Arc::new(wal);
+    let order = Arc::new(std::sync::Mutex::new(()));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (wal, order, sim) = (Arc::clone(&wal), Arc::clone(&order), sim.clone());
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..PER_THREAD {
+                    let v = value(t, i);
+                    let lsns = {
+                        let _g = order.lock().expect("order lock");
+                        wal.write_batch(std::slice::from_ref(&v)).expect("write")
+                    };
+                    wal.sync_until(lsns.end).expect("sync");
+                    // Every record up to this one is durable.
+                    let durable = read_log::<Rec>(
+                        &sim.durable_snapshot(),
+                        RecoveryMode::TolerateCorruptedTail,
+                        Lsn(1),
+                    )
+                    .expect("read durable image");
+                    assert!(durable.records.len() as u64 >= lsns.start.0);
+                    assert_eq!(
+                        durable.records[lsns.start.0 as usize - 1],
+                        (lsns.start, v.clone())
+                    );
+                    mine.push((lsns.start, v));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all: Vec<(Lsn, Rec)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("writer thread"))
+        .collect();
+    all.sort();
+    check_complete(&all);
+    let syncs = sim.stats().sync_data - before;
+    let appends = THREADS * PER_THREAD;
+    assert!(
+        syncs * 2 <= appends,
+        "the sync should be shared: {syncs} syncs for {appends} writes"
+    );
+}
