@@ -18,6 +18,18 @@
 //! were written (and so synced), a version whose commit returned is on disk
 //! in full, and a version that never got its manifest is invisible.
 //!
+//! **Deferred syncs.** A file only a later manifest names (a data file, a
+//! deletion file, an index file, a transaction file) is written without
+//! its sync and noted. Before any synced write (a manifest above all)
+//! returns, a *barrier* syncs every noted file and the directories on its
+//! path up to the store, all at once (concurrent `fsync`s the file system
+//! joins into one journal commit), so a manifest is never durable before
+//! a file it names. Concurrent commits share barriers. The latest-version
+//! hint is never synced: Lance reads a lost or stale hint as none and
+//! lists or probes the versions. A failed barrier fails every later synced
+//! write of the session (after a failed `fsync` the page cache may have
+//! dropped the data: a retry could "succeed" without it).
+//!
 //! [`SyncCounter`] counts the synced writes, so tests can check that the
 //! route is really taken.
 
@@ -56,13 +68,28 @@ const DURABLE_PREFIX: &str = "file$lancebranch-durable";
 #[derive(Debug, Default)]
 pub struct SyncCounter {
     writes: AtomicU64,
+    deferred: AtomicU64,
+    barriers: AtomicU64,
 }
 
 impl SyncCounter {
     /// How many synced writes (puts, copies, renames, completed multipart
-    /// uploads) returned so far.
+    /// uploads) returned so far. Each costs at least two `fsync`s: the
+    /// file and its directory.
     pub fn synced_writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
+    }
+
+    /// How many files were written with their sync deferred to a barrier
+    /// (files only a later manifest names).
+    pub fn deferred_writes(&self) -> u64 {
+        self.deferred.load(Ordering::Relaxed)
+    }
+
+    /// How many barriers synced deferred files (each syncs its files and
+    /// their directories concurrently).
+    pub fn barriers(&self) -> u64 {
+        self.barriers.load(Ordering::Relaxed)
     }
 
     fn bump(&self) {
@@ -96,6 +123,7 @@ pub(crate) fn session_with(
         "file",
         Arc::new(DurableFileProvider {
             counter: counter.clone(),
+            deferred: Arc::new(Deferred::default()),
             #[cfg(feature = "failpoints")]
             faults,
         }),
@@ -111,6 +139,9 @@ pub(crate) fn session_with(
 #[derive(Debug)]
 struct DurableFileProvider {
     counter: Arc<SyncCounter>,
+    /// Shared by every store of the session: a barrier syncs what any of
+    /// them deferred (a data file and its manifest may go through two).
+    deferred: Arc<Deferred>,
     /// Injected write faults (tests), as a decorator over the store.
     #[cfg(feature = "failpoints")]
     faults: Option<Arc<crate::lance::faults::WriteFaults>>,
@@ -126,7 +157,9 @@ impl ObjectStoreProvider for DurableFileProvider {
         let mut store = FileStoreProvider.new_store(base_path, params).await?;
         store.inner = Arc::new(SyncingStore {
             inner: LocalFileSystem::new().with_fsync(true),
+            lazy: LocalFileSystem::new(),
             counter: self.counter.clone(),
+            deferred: self.deferred.clone(),
         });
         #[cfg(feature = "failpoints")]
         if let Some(faults) = &self.faults {
@@ -152,11 +185,150 @@ impl ObjectStoreProvider for DurableFileProvider {
     }
 }
 
-/// [`LocalFileSystem`] with `fsync` on, counting the synced writes.
+/// [`LocalFileSystem`] with `fsync` on, counting the synced writes; files
+/// a later manifest names are synced by the barrier before the next synced
+/// write (see the module's docs).
 #[derive(Debug)]
 struct SyncingStore {
     inner: LocalFileSystem,
+    /// The same without `fsync`: deferred files and the version hint.
+    lazy: LocalFileSystem,
     counter: Arc<SyncCounter>,
+    deferred: Arc<Deferred>,
+}
+
+/// How a write to a path is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Synced before the write returns, after a barrier.
+    Synced,
+    /// Synced by the next barrier: only a later manifest names the file.
+    Deferred,
+    /// Never synced: Lance's latest-version hint.
+    Hint,
+}
+
+/// The directories of a dataset whose files only a later manifest names.
+const DEFERRED_DIRS: [&str; 3] = ["data", "_transactions", "_deletions"];
+
+/// How a write to `location` is made durable. Files of a dataset's
+/// `data`, `_transactions` and `_deletions` directories and of an index
+/// directory under `_indices` are deferred, when the path shows the
+/// dataset directory (`*.lance`) they belong to.
+fn durability(location: &Path) -> Durability {
+    let owned: Vec<object_store::path::PathPart<'_>> = location.parts().collect();
+    let parts: Vec<&str> = owned.iter().map(|p| p.as_ref()).collect();
+    let n = parts.len();
+    if n >= 2 && parts[n - 2] == "_versions" && parts[n - 1] == "latest_version_hint.json" {
+        return Durability::Hint;
+    }
+    let deferred_dir =
+        (n >= 2 && DEFERRED_DIRS.contains(&parts[n - 2])) || (n >= 3 && parts[n - 3] == "_indices");
+    if deferred_dir && dataset_dir(&parts).is_some() {
+        Durability::Deferred
+    } else {
+        Durability::Synced
+    }
+}
+
+/// The index in `parts` of the innermost dataset directory (`*.lance`)
+/// above the file.
+fn dataset_dir(parts: &[&str]) -> Option<usize> {
+    let n = parts.len();
+    (0..n.saturating_sub(2))
+        .rev()
+        .find(|&i| parts[i].ends_with(".lance"))
+}
+
+/// Files written without their sync, and the barrier that syncs them.
+#[derive(Debug, Default)]
+struct Deferred {
+    /// Files written and not yet synced (filesystem paths).
+    pending: std::sync::Mutex<Vec<std::path::PathBuf>>,
+    /// Held by a barrier while it syncs: a later one waits for it, so
+    /// when a barrier returns, every file noted before it began is synced.
+    barrier: tokio::sync::Mutex<()>,
+    /// The first failed barrier: every later one fails.
+    failed: std::sync::OnceLock<String>,
+}
+
+impl Deferred {
+    fn note(&self, file: std::path::PathBuf) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(file);
+    }
+
+    /// Sync every noted file and the directories from its own up to the
+    /// store's (the directory holding its dataset), concurrently.
+    async fn barrier(&self, counter: &SyncCounter) -> object_store::Result<()> {
+        let _one = self.barrier.lock().await;
+        if let Some(cause) = self.failed.get() {
+            return Err(sync_error(std::io::Error::other(format!(
+                "an earlier sync failed: {cause}"
+            ))));
+        }
+        let files = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut targets: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
+        for f in &files {
+            targets.insert(f.clone());
+            let mut dir = f.parent();
+            while let Some(d) = dir {
+                targets.insert(d.to_path_buf());
+                if d.extension().is_some_and(|e| e == "lance") {
+                    // The store's directory holds the dataset's entry.
+                    if let Some(store) = d.parent() {
+                        targets.insert(store.to_path_buf());
+                    }
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+        let syncs = targets
+            .into_iter()
+            .map(|t| tokio::task::spawn_blocking(move || std::fs::File::open(&t)?.sync_all()));
+        let mut failure = None;
+        for r in futures::future::join_all(syncs).await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(e) => failure = failure.or(Some(std::io::Error::other(e))),
+            }
+        }
+        if let Some(e) = failure {
+            let _ = self.failed.set(e.to_string());
+            return Err(sync_error(e));
+        }
+        counter.barriers.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn sync_error(e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "lancebranch-durable",
+        source: Box::new(e),
+    }
+}
+
+impl SyncingStore {
+    /// Before a synced write: the barrier.
+    async fn barrier(&self) -> object_store::Result<()> {
+        self.deferred.barrier(&self.counter).await
+    }
+
+    /// A deferred write returned: note its file for the next barrier.
+    fn defer(&self, location: &Path) -> object_store::Result<()> {
+        let file = self.lazy.path_to_filesystem(location)?;
+        self.deferred.note(file);
+        self.counter.deferred.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl fmt::Display for SyncingStore {
@@ -174,9 +346,20 @@ impl ObjectStore for SyncingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        let r = self.inner.put_opts(location, payload, opts).await?;
-        self.counter.bump();
-        Ok(r)
+        match durability(location) {
+            Durability::Synced => {
+                self.barrier().await?;
+                let r = self.inner.put_opts(location, payload, opts).await?;
+                self.counter.bump();
+                Ok(r)
+            }
+            Durability::Deferred => {
+                let r = self.lazy.put_opts(location, payload, opts).await?;
+                self.defer(location)?;
+                Ok(r)
+            }
+            Durability::Hint => self.lazy.put_opts(location, payload, opts).await,
+        }
     }
 
     async fn put_multipart_opts(
@@ -184,10 +367,17 @@ impl ObjectStore for SyncingStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        let upload = self.inner.put_multipart_opts(location, opts).await?;
+        let durability = durability(location);
+        let upload = match durability {
+            Durability::Synced => self.inner.put_multipart_opts(location, opts).await?,
+            _ => self.lazy.put_multipart_opts(location, opts).await?,
+        };
         Ok(Box::new(CountedUpload {
             inner: upload,
             counter: self.counter.clone(),
+            deferred: self.deferred.clone(),
+            durability,
+            file: Some(self.lazy.path_to_filesystem(location)?),
         }))
     }
 
@@ -236,6 +426,7 @@ impl ObjectStore for SyncingStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
+        self.barrier().await?;
         self.inner.copy_opts(from, to, options).await?;
         self.counter.bump();
         Ok(())
@@ -247,6 +438,7 @@ impl ObjectStore for SyncingStore {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
+        self.barrier().await?;
         self.inner.rename_opts(from, to, options).await?;
         self.counter.bump();
         Ok(())
@@ -257,6 +449,10 @@ impl ObjectStore for SyncingStore {
 struct CountedUpload {
     inner: Box<dyn MultipartUpload>,
     counter: Arc<SyncCounter>,
+    deferred: Arc<Deferred>,
+    durability: Durability,
+    /// The file (noted for the barrier when deferred).
+    file: Option<std::path::PathBuf>,
 }
 
 #[async_trait]
@@ -267,9 +463,23 @@ impl MultipartUpload for CountedUpload {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        let r = self.inner.complete().await?;
-        self.counter.bump();
-        Ok(r)
+        match self.durability {
+            Durability::Synced => {
+                self.deferred.barrier(&self.counter).await?;
+                let r = self.inner.complete().await?;
+                self.counter.bump();
+                Ok(r)
+            }
+            Durability::Deferred => {
+                let r = self.inner.complete().await?;
+                if let Some(file) = self.file.take() {
+                    self.deferred.note(file);
+                    self.counter.deferred.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(r)
+            }
+            Durability::Hint => self.inner.complete().await,
+        }
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
@@ -296,4 +506,37 @@ pub(crate) fn create_dir_synced(path: &std::path::Path) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     std::fs::File::open(parent.unwrap_or(std::path::Path::new(".")))?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(path: &str) -> Durability {
+        durability(&Path::from(path))
+    }
+
+    #[test]
+    fn only_files_a_later_manifest_names_are_deferred() {
+        use Durability::*;
+        let store = "home/u/data/store";
+        for (file, want) in [
+            ("t.lance/data/a.lance", Deferred),
+            ("t.lance/_transactions/1-x.txn", Deferred),
+            ("t.lance/_deletions/0-1-2.arrow", Deferred),
+            ("t.lance/_indices/5e1c/index.idx", Deferred),
+            ("t.lance/tree/lb7_3/data/b.lance", Deferred),
+            ("t.lance/tree/lb7_3/_transactions/2-y.txn", Deferred),
+            ("t.lance/_versions/3.manifest", Synced),
+            ("t.lance/tree/lb7_3/_versions/4.manifest", Synced),
+            ("t.lance/_versions/latest_version_hint.json", Hint),
+            ("t.lance/_refs/branches/lb7_3.json", Synced),
+            ("t.lance/_indices/5e1c", Synced),
+        ] {
+            assert_eq!(of(&format!("{store}/{file}")), want, "{file}");
+        }
+        // Outside a dataset directory (no `*.lance` above it): synced.
+        assert_eq!(of("home/u/data/x.bin"), Synced);
+        assert_eq!(of("data/x.bin"), Synced);
+    }
 }
