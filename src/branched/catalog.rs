@@ -887,6 +887,15 @@ impl Catalog {
         st.applied
     }
 
+    /// Whether groups were written and not yet published.
+    fn in_flight(&self) -> bool {
+        !self
+            .unapplied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// Under the commit lock (`ahead`): wait until every written group is
     /// durable and published, so the published state is the state ahead.
     fn settle(&self, ahead: &CatalogState) -> Result<()> {
@@ -908,7 +917,14 @@ impl Catalog {
         self: &Arc<Self>,
         f: impl FnOnce(&CatalogState) -> Result<Vec<(String, TableRef)>>,
     ) -> Result<(Vec<(String, TableRef)>, PinGuard)> {
-        let _g = self.lock_ahead();
+        let ahead = self.lock_ahead();
+        // A group in flight (a branch deletion, say) decided what to remove
+        // on the state ahead, before this pin existed: wait until it is
+        // published, so the pin reads the state it was decided on (a short
+        // wait, for one sync, and only while groups are in flight).
+        if self.in_flight() {
+            self.settle(&ahead)?;
+        }
         // The published state stays read-locked until the pin is
         // registered: a collection runs only once its record is published,
         // and then finds this pin (or the pin read the state after it).
@@ -998,11 +1014,21 @@ impl Catalog {
     ) -> Result<(std::ops::Range<u64>, Vec<Record>)> {
         let (lsns, recs) = {
             let mut ahead = self.lock_ahead();
-            let recs = check(&ahead)?;
-            if recs.is_empty() {
-                let next = ahead.applied + 1;
-                return Ok((next..next, recs));
+            let checked = check(&ahead);
+            let nothing = checked.as_ref().map_or(true, Vec::is_empty);
+            if nothing {
+                // The answer (nothing to log, or an error such as "exists")
+                // may rest on groups in flight: give it only once they are
+                // published, as a commit's would be.
+                let end = ahead.applied + 1;
+                drop(ahead);
+                if self.in_flight() {
+                    self.log.wait_durable(end)?;
+                    self.apply_durable(end);
+                }
+                return checked.map(|recs| (end..end, recs));
             }
+            let recs = checked?;
             let lsns = self.log.write(&recs)?;
             let mut queue = self.unapplied.lock().unwrap_or_else(|p| p.into_inner());
             for (lsn, rec) in lsns.clone().zip(&recs) {
@@ -1107,6 +1133,59 @@ mod tests {
     use super::*;
 
     const PER_THREAD: u64 = CHECKPOINT_EVERY / 8 + 16;
+
+    /// A catalog whose log syncs take 150 ms, and a fork of `x` committed
+    /// on another thread, in flight (written, not yet durable) on return.
+    fn fork_in_flight() -> (Arc<Catalog>, std::thread::JoinHandle<()>) {
+        let (log, st, recs) =
+            WalLog::memory_slow_sync(std::time::Duration::from_millis(150)).expect("log");
+        let cat = Catalog::from_log(Box::new(log), st, recs, false);
+        let c = cat.clone();
+        let fork = std::thread::spawn(move || {
+            let id = c.fresh_id();
+            c.commit(Record::Fork {
+                name: "x".into(),
+                parent: MAIN.into(),
+                id,
+            })
+            .expect("fork");
+        });
+        while !cat.in_flight() {
+            std::thread::yield_now();
+        }
+        (cat, fork)
+    }
+
+    /// Readers see only durable records; a pin taken while a group is in
+    /// flight waits for it (the group's decisions were made on it).
+    #[test]
+    fn a_pin_waits_for_the_groups_in_flight() {
+        let (cat, fork) = fork_in_flight();
+        assert!(!cat.read().branches.contains_key("x"), "not durable yet");
+        let (_, _guard) = cat
+            .pin(|st| {
+                assert!(st.branches.contains_key("x"), "pinned before the fork");
+                Ok(Vec::new())
+            })
+            .expect("pin");
+        fork.join().expect("fork thread");
+    }
+
+    /// A check that logs nothing (or fails) because of a group in flight
+    /// answers only once that group is published.
+    #[test]
+    fn an_answer_resting_on_a_group_in_flight_waits_for_it() {
+        let (cat, fork) = fork_in_flight();
+        let err = cat
+            .commit_if(|st| {
+                anyhow::ensure!(!st.branches.contains_key("x"), "x exists");
+                Ok(Record::DeleteTag { name: "t".into() })
+            })
+            .expect_err("x exists ahead");
+        assert!(err.to_string().contains("x exists"));
+        assert!(cat.read().branches.contains_key("x"), "answered early");
+        fork.join().expect("fork thread");
+    }
 
     /// Many threads commit at once (the sync outside the commit lock):
     /// each check sees every earlier group, each caller finds its record

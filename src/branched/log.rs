@@ -131,6 +131,19 @@ impl WalLog {
         Ok((log, CatalogState::default(), Vec::new()))
     }
 
+    /// A log in memory whose syncs take `delay` (tests of groups in
+    /// flight).
+    #[cfg(test)]
+    pub(crate) fn memory_slow_sync(delay: std::time::Duration) -> Result<Opened<Self>> {
+        let storage = SimStorage::new();
+        storage.set_sync_delay(delay);
+        let (wal, _) = Wal::<Record>::open_with_storage(storage, Options::default())?;
+        let log = Self {
+            mode: WalMode::Writer(Box::new(wal), None),
+        };
+        Ok((log, CatalogState::default(), Vec::new()))
+    }
+
     /// Open the catalog directory `dir` for writing (creating it), under
     /// the log's directory lock, after the format and continuity checks;
     /// the log's recovery repairs a torn tail.

@@ -261,8 +261,17 @@ impl Deferred {
     }
 
     /// Sync every noted file and the directories from its own up to the
-    /// store's (the directory holding its dataset), concurrently.
-    async fn barrier(&self, counter: &SyncCounter) -> object_store::Result<()> {
+    /// store's (the directory holding its dataset), concurrently. Runs as
+    /// a task of its own: a caller that stops waiting (a timeout, a
+    /// sibling's failure) cannot leave files taken from the list unsynced.
+    async fn barrier(self: &Arc<Self>, counter: &Arc<SyncCounter>) -> object_store::Result<()> {
+        let (this, counter) = (self.clone(), counter.clone());
+        tokio::spawn(async move { this.run_barrier(&counter).await })
+            .await
+            .map_err(|e| sync_error(std::io::Error::other(e)))?
+    }
+
+    async fn run_barrier(&self, counter: &SyncCounter) -> object_store::Result<()> {
         let _one = self.barrier.lock().await;
         if let Some(cause) = self.failed.get() {
             return Err(sync_error(std::io::Error::other(format!(
@@ -273,40 +282,56 @@ impl Deferred {
         if files.is_empty() {
             return Ok(());
         }
-        let mut targets: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
-        for f in &files {
-            targets.insert(f.clone());
-            let mut dir = f.parent();
-            while let Some(d) = dir {
-                targets.insert(d.to_path_buf());
-                if d.extension().is_some_and(|e| e == "lance") {
-                    // The store's directory holds the dataset's entry.
-                    if let Some(store) = d.parent() {
-                        targets.insert(store.to_path_buf());
-                    }
-                    break;
-                }
-                dir = d.parent();
-            }
-        }
-        let syncs = targets
-            .into_iter()
-            .map(|t| tokio::task::spawn_blocking(move || std::fs::File::open(&t)?.sync_all()));
-        let mut failure = None;
-        for r in futures::future::join_all(syncs).await {
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failure = failure.or(Some(e)),
-                Err(e) => failure = failure.or(Some(std::io::Error::other(e))),
-            }
-        }
+        let syncs = sync_targets(&files).into_iter().map(|t| {
+            tokio::task::spawn_blocking(move || match std::fs::File::open(&t) {
+                Ok(f) => f.sync_all(),
+                // Removed since (a failed commit's leftovers, a dropped
+                // line or table): nothing names it any more.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            })
+        });
+        use futures::StreamExt as _;
+        let done: Vec<_> = futures::stream::iter(syncs)
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        let failure = done.into_iter().find_map(|r| match r {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(std::io::Error::other(e)),
+        });
         if let Some(e) = failure {
+            // After a failed fsync the page cache may have dropped the
+            // data: a later sync could "succeed" without it.
             let _ = self.failed.set(e.to_string());
             return Err(sync_error(e));
         }
         counter.barriers.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// The files and every directory from each file's own up to the store's
+/// (the parent of its dataset directory, `*.lance`).
+fn sync_targets(files: &[std::path::PathBuf]) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut targets = std::collections::BTreeSet::new();
+    for f in files {
+        targets.insert(f.clone());
+        let mut dir = f.parent();
+        while let Some(d) = dir {
+            targets.insert(d.to_path_buf());
+            if d.extension().is_some_and(|e| e == "lance") {
+                // The store's directory holds the dataset's entry.
+                if let Some(store) = d.parent() {
+                    targets.insert(store.to_path_buf());
+                }
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+    targets
 }
 
 fn sync_error(e: std::io::Error) -> object_store::Error {
@@ -538,5 +563,38 @@ mod tests {
         // Outside a dataset directory (no `*.lance` above it): synced.
         assert_eq!(of("home/u/data/x.bin"), Synced);
         assert_eq!(of("data/x.bin"), Synced);
+    }
+
+    /// A caller that stops waiting for a barrier does not stop it: the
+    /// files it took are synced, and the next barrier waits for that.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_barrier_dropped_by_its_caller_still_syncs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("t.lance").join("data");
+        std::fs::create_dir_all(&data).expect("dirs");
+        let file = data.join("a.lance");
+        std::fs::write(&file, b"rows").expect("write");
+        let (deferred, counter) = (
+            Arc::new(Deferred::default()),
+            Arc::new(SyncCounter::default()),
+        );
+        deferred.note(file.clone());
+        let cut = tokio::time::timeout(std::time::Duration::ZERO, deferred.barrier(&counter)).await;
+        assert!(cut.is_err(), "the caller gave up");
+        for _ in 0..500 {
+            if counter.barriers() == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(counter.barriers(), 1, "the dropped barrier ran to its end");
+        assert!(deferred.pending.lock().expect("pending").is_empty());
+        deferred.barrier(&counter).await.expect("next barrier");
+        assert_eq!(counter.barriers(), 1, "nothing left to sync");
+        // Targets: the file and each directory up to the store's.
+        let targets = sync_targets(std::slice::from_ref(&file));
+        assert!(targets.contains(&file) && targets.contains(&data));
+        assert!(targets.contains(dir.path()) && targets.contains(&dir.path().join("t.lance")));
+        assert_eq!(targets.len(), 4);
     }
 }
