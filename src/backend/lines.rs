@@ -30,6 +30,36 @@ pub struct RowChanges {
     pub deleted: Vec<u64>,
 }
 
+/// [`RowChanges`] as streams, for changes too big to hold at once: each
+/// stream yields batches as the store reads them.
+pub struct RowChangeStreams {
+    /// Rows created after the begin version (with `_rowid`).
+    pub inserted: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+    /// Rows that existed at the begin version and were changed since (with
+    /// `_rowid`).
+    pub updated: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+    /// Ids of rows live at the begin version and gone at the end version,
+    /// a chunk at a time.
+    pub deleted: futures::stream::BoxStream<'static, Result<Vec<u64>>>,
+}
+
+impl std::fmt::Debug for RowChangeStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowChangeStreams").finish_non_exhaustive()
+    }
+}
+
+impl From<RowChanges> for RowChangeStreams {
+    fn from(ch: RowChanges) -> Self {
+        use futures::StreamExt as _;
+        Self {
+            inserted: futures::stream::iter(ch.inserted.into_iter().map(Ok)).boxed(),
+            updated: futures::stream::iter(ch.updated.into_iter().map(Ok)).boxed(),
+            deleted: futures::stream::iter([Ok(ch.deleted)]).boxed(),
+        }
+    }
+}
+
 /// Line-level primitives of a store with Lance-style branches per table.
 ///
 /// Reads of a line at a version go through [`StorageBackend::scan`] with
@@ -229,6 +259,18 @@ pub trait BranchLines: StorageBackend {
         begin: u64,
         end: u64,
     ) -> Result<RowChanges>;
+
+    /// [`row_changes`](Self::row_changes) as streams (the default: read
+    /// whole, then streamed).
+    async fn row_change_streams(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        begin: u64,
+        end: u64,
+    ) -> Result<RowChangeStreams> {
+        Ok(self.row_changes(table, branch, begin, end).await?.into())
+    }
 
     /// The rows with the given stable row ids of a line at a version, with
     /// every column plus `_rowid`.

@@ -10,7 +10,7 @@ pub mod types;
 
 pub use error::Error;
 pub use filter::{CmpOp, FilterExpr, Literal, check_raw_filter};
-pub use lines::{BranchLines, ObjectBase, RowChanges};
+pub use lines::{BranchLines, ObjectBase, RowChangeStreams, RowChanges};
 pub use names::{MAX_TABLE_NAME_LEN, RESERVED_PREFIX, validate_table_name};
 pub use traits::{RecordBatchStream, StorageBackend, TableWriteGuard};
 pub use types::{

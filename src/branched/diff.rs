@@ -159,7 +159,7 @@ impl BranchedBackend {
     /// A copy of the catalog state and the two table sets `f` picks from
     /// it, pinned (kept readable) until the guard is dropped.
     #[allow(clippy::type_complexity)]
-    fn pinned_state(
+    pub(crate) fn pinned_state(
         &self,
         f: impl FnOnce(
             &CatalogState,

@@ -8,7 +8,8 @@
 //! `StorageBackend` implementation of a view), `format` (the files beside
 //! the log and the checks on open), `stream` (streamed writes: many
 //! Lance commits, one publish), `changes` (row change sets by key), `diff`
-//! (the public diff API), `merge` (a merge's locking, bases and report),
+//! (the public diff API), `diff_stream` (the same as a stream of
+//! batches, in bounded memory), `merge` (a merge's locking, bases and report),
 //! `merge_plan` and `merge_apply` (its two halves), `decide` (its
 //! decisions per table and per key, pure), `report`, `recovery`,
 //! `fsck`, `history`, `txn`, `names`.
@@ -19,6 +20,7 @@ mod contract;
 mod core;
 mod decide;
 mod diff;
+mod diff_stream;
 mod format;
 mod fsck;
 pub(crate) mod history;
@@ -37,6 +39,7 @@ mod view;
 pub use catalog::{Record, TableRef};
 pub use changes::PRIMARY_KEY_METADATA;
 pub use diff::{TableChange, TableDiff};
+pub use diff_stream::DiffBatch;
 pub use format::CATALOG_FORMAT;
 pub use fsck::{FsckProblem, FsckReport};
 pub use history::{History, HistoryEntry, OfflineCatalog, read_catalog_offline};

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use lance::dataset::refs::Ref;
 
 use crate::backend::{
-    BranchLines, Error, FilterExpr, IndexInfo, RowChanges, ScalarIndexType, VectorIndexParams,
-    WriteMode,
+    BranchLines, Error, FilterExpr, IndexInfo, RowChangeStreams, RowChanges, ScalarIndexType,
+    VectorIndexParams, WriteMode,
 };
 use crate::lance::backend::{LanceDbBackend, map_lancedb};
 
@@ -328,8 +328,27 @@ impl BranchLines for LanceDbBackend {
         end: u64,
     ) -> Result<RowChanges> {
         use futures::TryStreamExt;
+        let streams = self.row_change_streams(table, branch, begin, end).await?;
+        let inserted: Vec<RecordBatch> = streams.inserted.try_collect().await?;
+        let updated: Vec<RecordBatch> = streams.updated.try_collect().await?;
+        let deleted: Vec<Vec<u64>> = streams.deleted.try_collect().await?;
+        Ok(RowChanges {
+            inserted,
+            updated,
+            deleted: deleted.concat(),
+        })
+    }
+
+    async fn row_change_streams(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        begin: u64,
+        end: u64,
+    ) -> Result<RowChangeStreams> {
+        use futures::{StreamExt, TryStreamExt};
         if begin == end {
-            return Ok(RowChanges::default());
+            return Ok(RowChanges::default().into());
         }
         let t = self
             .table_at(table, Some(branch.unwrap_or("main")), Some(end))
@@ -341,44 +360,28 @@ impl BranchLines for LanceDbBackend {
             .with_end_version(end)
             .build()
             .with_context(|| format!("row changes of {table:?} v{begin}..v{end}"))?;
-        let strip = |batches: Vec<RecordBatch>| -> Result<Vec<RecordBatch>> {
-            batches
-                .into_iter()
-                .filter(|b| b.num_rows() > 0)
-                .map(|b| {
-                    let keep: Vec<usize> = b
-                        .schema()
-                        .fields()
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, f)| {
-                            !matches!(
-                                f.name().as_str(),
-                                "_row_created_at_version" | "_row_last_updated_at_version"
-                            )
-                        })
-                        .map(|(i, _)| i)
-                        .collect();
-                    Ok(b.project(&keep)?)
-                })
-                .collect()
+        let rows = |s: lance::dataset::scanner::DatasetRecordBatchStream| {
+            s.map_err(anyhow::Error::from)
+                .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+                .and_then(|b| futures::future::ready(strip_version_columns(&b)))
+                .boxed()
         };
-        let inserted: Vec<RecordBatch> = delta.get_inserted_rows().await?.try_collect().await?;
-        let updated: Vec<RecordBatch> = delta.get_updated_rows().await?.try_collect().await?;
-        let deleted_batches: Vec<RecordBatch> =
-            delta.get_deleted_row_ids().await?.try_collect().await?;
-        let mut deleted = Vec::new();
-        for b in &deleted_batches {
-            if let Some(ids) = b
-                .column_by_name("_rowid")
-                .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt64Array>())
-            {
-                deleted.extend(ids.values().iter().copied());
-            }
-        }
-        Ok(RowChanges {
-            inserted: strip(inserted)?,
-            updated: strip(updated)?,
+        let inserted = rows(delta.get_inserted_rows().await?);
+        let updated = rows(delta.get_updated_rows().await?);
+        let deleted = delta
+            .get_deleted_row_ids()
+            .await?
+            .map_err(anyhow::Error::from)
+            .map_ok(|b| {
+                b.column_by_name("_rowid")
+                    .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt64Array>())
+                    .map(|ids| ids.values().to_vec())
+                    .unwrap_or_default()
+            })
+            .boxed();
+        Ok(RowChangeStreams {
+            inserted,
+            updated,
             deleted,
         })
     }
@@ -493,4 +496,22 @@ pub(crate) fn remove_empty_tree(dir: &std::path::Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// A change batch without Lance's per-row version columns.
+fn strip_version_columns(b: &RecordBatch) -> Result<RecordBatch> {
+    let keep: Vec<usize> = b
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            !matches!(
+                f.name().as_str(),
+                "_row_created_at_version" | "_row_last_updated_at_version"
+            )
+        })
+        .map(|(i, _)| i)
+        .collect();
+    Ok(b.project(&keep)?)
 }

@@ -3,6 +3,7 @@
 
 mod branched;
 mod crash_injection;
+mod diff_stream;
 mod fsck;
 mod fuzz_corpus;
 mod golden;

@@ -639,6 +639,17 @@ impl BranchLines for Pausing {
         BranchLines::row_changes(self.lance(), table, branch, begin, end).await
     }
 
+    async fn row_change_streams(
+        &self,
+        table: &str,
+        branch: Option<&str>,
+        begin: u64,
+        end: u64,
+    ) -> Result<lancebranch::backend::RowChangeStreams> {
+        self.maybe_pause("row_changes", table, Some(branch)).await;
+        BranchLines::row_change_streams(self.lance(), table, branch, begin, end).await
+    }
+
     async fn take_rows_at(
         &self,
         table: &str,
