@@ -170,6 +170,54 @@ fn benches(c: &mut Criterion) {
         p50(on_main),
         "<= 1.5",
     );
+
+    // Where a first write's time goes: the Lance steps alone, through the
+    // store beneath (no catalog), interleaved the same way, on a store of
+    // the same shape (Lance's costs grow with a dataset's branches).
+    use lancebranch::backend::BranchLines;
+    let w = rt.block_on(store(1, 10_000));
+    let (mut make, mut line_write, mut main_write) = (Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        for i in 0..n {
+            let v = w.inner.latest_version("t0", None).await.expect("version");
+            let line = format!("bench{i}");
+            let t = Instant::now();
+            w.inner
+                .create_line("t0", &line, None, v)
+                .await
+                .expect("create line");
+            make.push(t.elapsed());
+            let t = Instant::now();
+            w.inner
+                .write_line(
+                    "t0",
+                    Some(&line),
+                    vec![rows(4_000_000, 10)],
+                    WriteMode::Append,
+                )
+                .await
+                .expect("line write");
+            line_write.push(t.elapsed());
+            let t = Instant::now();
+            w.inner
+                .write_line(
+                    "t0",
+                    None,
+                    vec![rows(5_000_000 + i as i64 * 10, 10)],
+                    WriteMode::Append,
+                )
+                .await
+                .expect("main line write");
+            main_write.push(t.elapsed());
+        }
+    });
+    println!(
+        "  first write, step by step (p50, the store beneath, no catalog): Lance create_branch {:.2?}, \
+         first write on the new branch {:.2?}, write on main {:.2?}",
+        p50(make),
+        p50(line_write),
+        p50(main_write)
+    );
 }
 
 criterion_group! {

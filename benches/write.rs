@@ -40,9 +40,22 @@ async fn durable_store(dir: &std::path::Path) -> (Arc<LanceDbBackend>, BranchedB
     (inner, main)
 }
 
+/// CPU time (user + system) this process used so far, from
+/// `/proc/self/stat` (clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Writes per second of `targets.len()` tasks, each appending `each`
-/// 1-row batches to its (view, table).
-async fn rate(targets: &[(BranchedBackend, String)], each: usize, base: i64) -> f64 {
+/// 1-row batches to its (view, table), and the CPU seconds per write.
+async fn rate(targets: &[(BranchedBackend, String)], each: usize, base: i64) -> (f64, f64) {
+    let cpu = cpu_seconds();
     let t = Instant::now();
     let tasks: Vec<_> = targets
         .iter()
@@ -62,23 +75,40 @@ async fn rate(targets: &[(BranchedBackend, String)], each: usize, base: i64) -> 
     for task in tasks {
         task.await.expect("writer task");
     }
-    (targets.len() * each) as f64 / t.elapsed().as_secs_f64()
+    let n = (targets.len() * each) as f64;
+    (n / t.elapsed().as_secs_f64(), (cpu_seconds() - cpu) / n)
 }
 
 /// Interleaved rounds of 1 writer and of `WRITERS` writers; prints the
 /// ratio of the median rates.
 async fn scaling(what: &str, targets: &[(BranchedBackend, String)], rounds: usize, each: usize) {
-    let (mut one, mut many) = (Vec::new(), Vec::new());
+    let (mut one, mut many, mut cpu1, mut cpu8) = (vec![], vec![], vec![], vec![]);
     for r in 0..rounds {
         let base = 10_000_000 * (r as i64 + 1);
-        one.push(rate(&targets[..1], each, base).await);
-        many.push(rate(targets, each, base + 5_000_000).await);
+        let (w, c) = rate(&targets[..1], each, base).await;
+        one.push(w);
+        cpu1.push(c);
+        let (w, c) = rate(targets, each, base + 5_000_000).await;
+        many.push(w);
+        cpu8.push(c);
     }
     let med = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (one, many) = (med(one), med(many));
+    let (one, many, cpu1, cpu8) = (med(one), med(many), med(cpu1), med(cpu8));
+    // With every core busy, the rate cannot pass cores / CPU per write.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!(
+        "  {what}: CPU per write {:.2} ms (1 writer), {:.2} ms ({WRITERS} writers); \
+         {cores} cores: at most {:.0} writes/s, {WRITERS} writers reach {:.0} % of it; \
+         1 writer uses {:.0} % of one core",
+        cpu1 * 1e3,
+        cpu8 * 1e3,
+        cores / cpu8,
+        100.0 * many * cpu8 / cores,
+        100.0 * one * cpu1,
+    );
     println!(
         "RATIO {WRITERS} writers / 1, {what}: {:.3} ({many:.0} / {one:.0} writes/s; target >= 3)",
         many / one
@@ -130,6 +160,20 @@ async fn layer_cost(n: usize) {
         .await
         .expect("create plain");
 
+    // Plain LanceDB with stable row ids, which every table of ours has
+    // (diff and merge read Lance change sets, which need them).
+    let stable_dir = tempfile::tempdir().expect("tempdir");
+    let stable_db = lancedb::connect(stable_dir.path().to_str().expect("utf-8"))
+        .storage_option("new_table_enable_stable_row_ids", "true")
+        .execute()
+        .await
+        .expect("connect");
+    let stable = stable_db
+        .create_table("t", rows(0, 10_000))
+        .execute()
+        .await
+        .expect("create plain, stable row ids");
+
     let nosync_dir = tempfile::tempdir().expect("tempdir");
     let nosync = LanceDbBackend::open_with(
         nosync_dir.path().to_str().expect("utf-8"),
@@ -142,6 +186,23 @@ async fn layer_cost(n: usize) {
     .expect("open without fsync");
     nosync
         .create_table("t", vec![rows(0, 10_000)])
+        .await
+        .expect("create");
+
+    // The same without checking for other handles' commits before each
+    // call (`read_consistency`), as the plain table does not.
+    let lax_dir = tempfile::tempdir().expect("tempdir");
+    let lax = LanceDbBackend::open_with(
+        lax_dir.path().to_str().expect("utf-8"),
+        LanceDbOptions {
+            durable: false,
+            read_consistency: Duration::from_secs(3600),
+            ..LanceDbOptions::default()
+        },
+    )
+    .await
+    .expect("open without fsync or consistency checks");
+    lax.create_table("t", vec![rows(0, 10_000)])
         .await
         .expect("create");
 
@@ -170,7 +231,7 @@ async fn layer_cost(n: usize) {
         ours.log_syncs(),
     );
 
-    let mut times: [Vec<Duration>; 4] = Default::default();
+    let mut times: [Vec<Duration>; 6] = Default::default();
     for i in 0..n {
         let batch = rows(1_000_000 + i as i64, 1);
         let t = Instant::now();
@@ -193,14 +254,28 @@ async fn layer_cost(n: usize) {
             .await
             .expect("branched write");
         times[3].push(t.elapsed());
+        let t = Instant::now();
+        lax.write("t", vec![rows(2_000_000 + i as i64, 1)], WriteMode::Append)
+            .await
+            .expect("write without checks");
+        times[4].push(t.elapsed());
+        let t = Instant::now();
+        stable
+            .add(rows(3_000_000 + i as i64, 1))
+            .execute()
+            .await
+            .expect("plain add, stable row ids");
+        times[5].push(t.elapsed());
     }
-    let [plain_t, nosync_t, synced_t, ours_t] = times.map(p50);
+    let [plain_t, nosync_t, synced_t, ours_t, lax_t, stable_t] = times.map(p50);
     let show = |what: &str, d: Duration| {
         println!(
             "  {what}: p50 {d:.2?} ({:.3} x plain)",
             d.as_secs_f64() / plain_t.as_secs_f64()
         );
     };
+    show("plain LanceDB, stable row ids", stable_t);
+    show("LanceDbBackend, no fsync, no consistency checks", lax_t);
     show("LanceDbBackend, no fsync", nosync_t);
     show("LanceDbBackend, fsync route", synced_t);
     let per = |now: u64, then: u64| (now - then) as f64 / n as f64;
