@@ -96,7 +96,7 @@ pub(crate) fn primary_key(
     }
 }
 
-fn without_rowid(b: &RecordBatch) -> Result<RecordBatch> {
+pub(crate) fn without_rowid(b: &RecordBatch) -> Result<RecordBatch> {
     let keep: Vec<usize> = b
         .schema()
         .fields()
@@ -108,7 +108,7 @@ fn without_rowid(b: &RecordBatch) -> Result<RecordBatch> {
     Ok(b.project(&keep)?)
 }
 
-fn rowids(b: &RecordBatch) -> Vec<u64> {
+pub(crate) fn rowids(b: &RecordBatch) -> Vec<u64> {
     b.column_by_name("_rowid")
         .and_then(|c| {
             c.as_any()

@@ -23,7 +23,8 @@ use futures::{StreamExt, TryStreamExt};
 use crate::backend::{BranchLines, ScanRequest};
 use crate::branched::catalog::{CatalogState, TableRef};
 use crate::branched::changes::{
-    KeyCodec, changed_columns, primary_key, same_row, schema_of, side_changes,
+    KeyCodec, changed_columns, primary_key, rowids, same_row, schema_of, side_changes,
+    without_rowid,
 };
 use crate::branched::diff::{TableChange, to_table_diff};
 use crate::branched::report::MergeOptions;
@@ -233,42 +234,49 @@ fn annotated(batch: &RecordBatch, kinds: Vec<&str>, cols: Vec<String>) -> Result
     )?)
 }
 
-fn without_rowid(b: &RecordBatch) -> Result<RecordBatch> {
-    let keep: Vec<usize> = (0..b.num_columns())
-        .filter(|&i| b.schema().field(i).name() != "_rowid")
-        .collect();
-    Ok(b.project(&keep)?)
-}
-
-fn rowids(b: &RecordBatch) -> Vec<u64> {
-    b.column_by_name("_rowid")
-        .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt64Array>())
-        .map(|a| a.values().to_vec())
-        .unwrap_or_default()
-}
-
 /// The rows at `indices` of `batch`.
 fn rows_at(batch: &RecordBatch, indices: &[u32]) -> Result<RecordBatch> {
     let idx = UInt32Array::from(indices.to_vec());
     Ok(arrow_select::take::take_record_batch(batch, &idx)?)
 }
 
-/// The base rows with these stable row ids, by key (without `_rowid`).
-async fn base_rows(
-    inner: &dyn BranchLines,
-    table: &str,
-    b: &TableRef,
-    codec: &KeyCodec,
-    ids: &[u64],
-) -> Result<BTreeMap<Vec<u8>, RecordBatch>> {
-    let mut out = BTreeMap::new();
-    for chunk in ids.chunks(CHUNK) {
-        let rows = inner
-            .take_rows_at(table, b.line.as_deref(), b.version, chunk)
-            .await?;
-        crate::branched::changes::index_rows(codec, &rows, &mut out)?;
+/// The base side of a table's changes: where its rows are read, and how
+/// they are keyed.
+struct Base<'a> {
+    inner: &'a dyn BranchLines,
+    table: &'a str,
+    at: &'a TableRef,
+    codec: &'a KeyCodec,
+}
+
+impl Base<'_> {
+    /// The base rows with these stable row ids (with `_rowid`), a chunk at
+    /// a time.
+    async fn take(&self, ids: &[u64]) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let line = self.at.line.as_deref();
+            let rows = self
+                .inner
+                .take_rows_at(self.table, line, self.at.version, chunk)
+                .await?;
+            out.extend(rows);
+        }
+        Ok(out)
     }
-    Ok(out)
+
+    /// The base rows with these ids, each with its key, by id.
+    async fn by_id(&self, ids: &[u64]) -> Result<BTreeMap<u64, (Vec<u8>, RecordBatch)>> {
+        let mut out = BTreeMap::new();
+        for r in self.take(ids).await? {
+            let rows = without_rowid(&r)?;
+            let keys = self.codec.keys(&rows)?;
+            for (i, (k, id)) in keys.into_iter().zip(rowids(&r)).enumerate() {
+                out.insert(id, (k, rows.slice(i, 1)));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A table's changes from `b` to `c` (on one line, or a line grown from
@@ -281,6 +289,12 @@ async fn changed_rows(
     b: &TableRef,
     c: &TableRef,
 ) -> Result<bool> {
+    let base = Base {
+        inner,
+        table,
+        at: b,
+        codec,
+    };
     let mut ch = inner
         .row_change_streams(table, c.line.as_deref(), b.version, c.version)
         .await?;
@@ -288,37 +302,27 @@ async fn changed_rows(
     // them is an update.
     let mut gone: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     while let Some(ids) = ch.deleted.try_next().await? {
-        for chunk in ids.chunks(CHUNK) {
-            let rows = inner
-                .take_rows_at(table, b.line.as_deref(), b.version, chunk)
-                .await?;
-            for r in &rows {
-                let keys = codec.keys(&without_rowid(r)?)?;
-                gone.extend(keys.into_iter().zip(rowids(r)));
-            }
+        for (id, (k, _)) in base.by_id(&ids).await? {
+            gone.insert(k, id);
         }
     }
     // Rows an update gave another key: their new rows count as inserts.
     let mut rekeyed: Vec<RecordBatch> = Vec::new();
     while let Some(batch) = ch.updated.try_next().await? {
-        let sent = updates(inner, codec, out, table, b, &batch, &mut gone, &mut rekeyed).await?;
-        if !sent {
+        if !updates(&base, out, &batch, &mut gone, &mut rekeyed).await? {
             return Ok(false);
         }
     }
     let mut inserted = futures::stream::iter(rekeyed.into_iter().map(Ok)).chain(ch.inserted);
     while let Some(batch) = inserted.try_next().await? {
-        if !inserts(inner, codec, out, table, b, &batch, &mut gone).await? {
+        if !inserts(&base, out, &batch, &mut gone).await? {
             return Ok(false);
         }
     }
-    // The deleted rows no insert took up.
+    // The deleted rows no insert took up, a chunk at a time.
     let left: Vec<u64> = gone.into_values().collect();
     for chunk in left.chunks(CHUNK) {
-        let rows = inner
-            .take_rows_at(table, b.line.as_deref(), b.version, chunk)
-            .await?;
-        for r in rows {
+        for r in base.take(chunk).await? {
             let n = r.num_rows();
             let r = annotated(&r, vec!["delete"; n], vec![String::new(); n])?;
             if !out.send(TableChange::Modified, r).await {
@@ -329,48 +333,31 @@ async fn changed_rows(
     Ok(true)
 }
 
-/// One batch of updated rows: each paired with its base row by key; a row
-/// whose key changed leaves its base key to the deletes and its new row to
-/// the inserts (`rekeyed`).
-#[allow(clippy::too_many_arguments)]
+/// One batch of updated rows: each paired with its base row by id; a row
+/// whose key changed leaves its base key to the deletes (`gone`) and its
+/// new row to the inserts (`rekeyed`).
 async fn updates(
-    inner: &dyn BranchLines,
-    codec: &KeyCodec,
+    base: &Base<'_>,
     out: &Out<'_>,
-    table: &str,
-    b: &TableRef,
     batch: &RecordBatch,
     gone: &mut BTreeMap<Vec<u8>, u64>,
     rekeyed: &mut Vec<RecordBatch>,
 ) -> Result<bool> {
     let ids = rowids(batch);
-    // The base row of each id, with its key.
-    let mut base: BTreeMap<u64, (Vec<u8>, RecordBatch)> = BTreeMap::new();
-    for chunk in ids.chunks(CHUNK) {
-        for r in inner
-            .take_rows_at(table, b.line.as_deref(), b.version, chunk)
-            .await?
-        {
-            let rows = without_rowid(&r)?;
-            let keys = codec.keys(&rows)?;
-            for (i, (k, id)) in keys.into_iter().zip(rowids(&r)).enumerate() {
-                base.insert(id, (k, rows.slice(i, 1)));
-            }
-        }
-    }
+    let old = base.by_id(&ids).await?;
     let cur = without_rowid(batch)?;
-    let keys = codec.keys(&cur)?;
+    let keys = base.codec.keys(&cur)?;
     let (mut pick, mut kinds, mut cols, mut moved) = (vec![], vec![], vec![], vec![]);
     for (i, (k, id)) in keys.iter().zip(&ids).enumerate() {
         let row = cur.slice(i, 1);
-        match base.get(id) {
-            Some((bk, old)) if bk == k => {
-                if same_row(old, &row) {
+        match old.get(id) {
+            Some((bk, was)) if bk == k => {
+                if same_row(was, &row) {
                     continue;
                 }
                 pick.push(i as u32);
                 kinds.push("update");
-                cols.push(changed_columns(old, &row).join(","));
+                cols.push(changed_columns(was, &row).join(","));
             }
             other => {
                 if let Some((bk, _)) = other {
@@ -390,26 +377,24 @@ async fn updates(
 /// One batch of inserted rows: an insert of a deleted key is an update
 /// (or nothing, when the row is the same again).
 async fn inserts(
-    inner: &dyn BranchLines,
-    codec: &KeyCodec,
+    base: &Base<'_>,
     out: &Out<'_>,
-    table: &str,
-    b: &TableRef,
     batch: &RecordBatch,
     gone: &mut BTreeMap<Vec<u8>, u64>,
 ) -> Result<bool> {
     let cur = without_rowid(batch)?;
-    let keys = codec.keys(&cur)?;
+    let keys = base.codec.keys(&cur)?;
     let back: Vec<u64> = keys.iter().filter_map(|k| gone.get(k).copied()).collect();
-    let base = base_rows(inner, table, b, codec, &back).await?;
+    let old = base.by_id(&back).await?;
     let (mut pick, mut kinds, mut cols) = (vec![], vec![], vec![]);
     for (i, k) in keys.iter().enumerate() {
         let row = cur.slice(i, 1);
-        match gone.remove(k).and(base.get(k)) {
-            Some(old) if same_row(old, &row) => continue,
-            Some(old) => {
+        let was = gone.remove(k).and_then(|id| old.get(&id)).map(|(_, r)| r);
+        match was {
+            Some(was) if same_row(was, &row) => continue,
+            Some(was) => {
                 kinds.push("update");
-                cols.push(changed_columns(old, &row).join(","));
+                cols.push(changed_columns(was, &row).join(","));
             }
             None => {
                 kinds.push("insert");
