@@ -284,7 +284,10 @@ async fn layer_cost(n: usize) {
         );
     };
     show("plain LanceDB, stable row ids", stable_t);
-    show("LanceDB add on the handle of our store's table, no fsync", raw_t);
+    show(
+        "LanceDB add on the handle of our store's table, no fsync",
+        raw_t,
+    );
     show("LanceDbBackend, no fsync, no consistency checks", lax_t);
     show("LanceDbBackend, no fsync", nosync_t);
     show("LanceDbBackend, fsync route", synced_t);
