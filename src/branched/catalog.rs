@@ -1134,11 +1134,11 @@ mod tests {
 
     const PER_THREAD: u64 = CHECKPOINT_EVERY / 8 + 16;
 
-    /// A catalog whose log syncs take 150 ms, and a fork of `x` committed
+    /// A catalog whose log syncs take 400 ms, and a fork of `x` committed
     /// on another thread, in flight (written, not yet durable) on return.
     fn fork_in_flight() -> (Arc<Catalog>, std::thread::JoinHandle<()>) {
         let (log, st, recs) =
-            WalLog::memory_slow_sync(std::time::Duration::from_millis(150)).expect("log");
+            WalLog::memory_slow_sync(std::time::Duration::from_millis(400)).expect("log");
         let cat = Catalog::from_log(Box::new(log), st, recs, false);
         let c = cat.clone();
         let fork = std::thread::spawn(move || {

@@ -579,8 +579,13 @@ mod tests {
             Arc::new(SyncCounter::default()),
         );
         deferred.note(file.clone());
-        let cut = tokio::time::timeout(std::time::Duration::ZERO, deferred.barrier(&counter)).await;
+        // A barrier in progress elsewhere: the next one waits for it, and
+        // its caller gives up meanwhile.
+        let busy = deferred.barrier.lock().await;
+        let wait = std::time::Duration::from_millis(50);
+        let cut = tokio::time::timeout(wait, deferred.barrier(&counter)).await;
         assert!(cut.is_err(), "the caller gave up");
+        drop(busy);
         for _ in 0..500 {
             if counter.barriers() == 1 {
                 break;
