@@ -174,6 +174,21 @@ async fn layer_cost(n: usize) {
         .await
         .expect("create plain, stable row ids");
 
+    // The same with a consistency interval set, as our store always sets
+    // one (an hour here: no check falls due during the run).
+    let interval_dir = tempfile::tempdir().expect("tempdir");
+    let interval_db = lancedb::connect(interval_dir.path().to_str().expect("utf-8"))
+        .storage_option("new_table_enable_stable_row_ids", "true")
+        .read_consistency_interval(Duration::from_secs(3600))
+        .execute()
+        .await
+        .expect("connect");
+    let interval = interval_db
+        .create_table("t", rows(0, 10_000))
+        .execute()
+        .await
+        .expect("create plain, consistency interval");
+
     let nosync_dir = tempfile::tempdir().expect("tempdir");
     let nosync = LanceDbBackend::open_with(
         nosync_dir.path().to_str().expect("utf-8"),
@@ -234,7 +249,7 @@ async fn layer_cost(n: usize) {
     // LanceDB's own `add` on our store's table handle: our write path
     // around it left out.
     let raw = nosync.table_at("t", None, None).await.expect("handle");
-    let mut times: [Vec<Duration>; 7] = Default::default();
+    let mut times: [Vec<Duration>; 8] = Default::default();
     for i in 0..n {
         let batch = rows(1_000_000 + i as i64, 1);
         let t = Instant::now();
@@ -275,8 +290,24 @@ async fn layer_cost(n: usize) {
             .await
             .expect("add on our handle");
         times[6].push(t.elapsed());
+        let t = Instant::now();
+        interval
+            .add(rows(5_000_000 + i as i64, 1))
+            .execute()
+            .await
+            .expect("plain add, consistency interval");
+        times[7].push(t.elapsed());
     }
-    let [plain_t, nosync_t, synced_t, ours_t, lax_t, stable_t, raw_t] = times.map(p50);
+    let [
+        plain_t,
+        nosync_t,
+        synced_t,
+        ours_t,
+        lax_t,
+        stable_t,
+        raw_t,
+        interval_t,
+    ] = times.map(p50);
     let show = |what: &str, d: Duration| {
         println!(
             "  {what}: p50 {d:.2?} ({:.3} x plain)",
@@ -284,6 +315,10 @@ async fn layer_cost(n: usize) {
         );
     };
     show("plain LanceDB, stable row ids", stable_t);
+    show(
+        "plain LanceDB, stable row ids, consistency interval 1 h",
+        interval_t,
+    );
     show(
         "LanceDB add on the handle of our store's table, no fsync",
         raw_t,
