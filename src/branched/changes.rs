@@ -189,6 +189,31 @@ async fn scan_all(inner: &dyn BranchLines, table: &str, r: &TableRef) -> Result<
         .await
 }
 
+/// Whether `c` lies on `b`'s line after it, or on a line that started at
+/// `b`: its changes since `b` are Lance change sets.
+pub(crate) fn grew_from(st: &CatalogState, table: &str, b: &TableRef, c: &TableRef) -> bool {
+    let same_line = c.line == b.line && c.version >= b.version;
+    let grew = c
+        .line
+        .as_ref()
+        .and_then(|l| st.line_origin.get(&(table.to_string(), l.clone())))
+        .is_some_and(|origin| origin == b);
+    same_line || grew
+}
+
+/// The key codec of `table` at `r`: its key from `explicit`, else from its
+/// schema's metadata.
+pub(crate) async fn table_codec(
+    inner: &dyn BranchLines,
+    table: &str,
+    r: &TableRef,
+    explicit: Option<&Vec<String>>,
+) -> Result<KeyCodec> {
+    let schema = schema_of(inner, table, r).await?;
+    let key = primary_key(table, &schema, explicit)?;
+    KeyCodec::new(table, &schema, &key)
+}
+
 /// The changes of one side of `table` from `base` to `cur`.
 pub(crate) async fn side_changes(
     inner: &dyn BranchLines,
@@ -206,13 +231,7 @@ pub(crate) async fn side_changes(
         (None, Some(c)) => index_rows(codec, &scan_all(inner, table, c).await?, &mut after)?,
         (Some(b), None) => index_rows(codec, &scan_all(inner, table, b).await?, &mut before)?,
         (Some(b), Some(c)) => {
-            let same_line = c.line == b.line && c.version >= b.version;
-            let grew_from_base = c
-                .line
-                .as_ref()
-                .and_then(|l| state.line_origin.get(&(table.to_string(), l.clone())))
-                .is_some_and(|origin| origin == b);
-            if same_line || grew_from_base {
+            if grew_from(state, table, b, c) {
                 let ch = inner
                     .row_changes(table, c.line.as_deref(), b.version, c.version)
                     .await?;

@@ -11,9 +11,7 @@ use arrow_schema::{DataType, Field, Schema};
 
 use crate::backend::Error;
 use crate::branched::catalog::{CatalogState, PinGuard, TableRef};
-use crate::branched::changes::{
-    KeyCodec, SideChanges, changed_columns, primary_key, schema_of, side_changes,
-};
+use crate::branched::changes::{SideChanges, changed_columns, side_changes, table_codec};
 use crate::branched::report::MergeOptions;
 use crate::branched::view::BranchedBackend;
 
@@ -53,18 +51,56 @@ fn annotate(rows: Vec<(RecordBatch, &'static str, String)>) -> Result<Option<Rec
     let schema = first.schema();
     let data: Vec<RecordBatch> = rows.iter().map(|(r, _, _)| r.clone()).collect();
     let body = arrow_select::concat::concat_batches(&schema, &data)?;
-    let kinds = StringArray::from(rows.iter().map(|(_, k, _)| *k).collect::<Vec<_>>());
-    let cols = StringArray::from(rows.iter().map(|(_, _, c)| c.clone()).collect::<Vec<_>>());
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let kinds = rows.iter().map(|(_, k, _)| *k).collect();
+    let cols = rows.into_iter().map(|(_, _, c)| c).collect();
+    with_change_columns(&body, kinds, cols).map(Some)
+}
+
+/// `rows` with the `_change` and `_changed_columns` columns (one entry of
+/// `kinds` and `cols` per row).
+pub(crate) fn with_change_columns(
+    rows: &RecordBatch,
+    kinds: Vec<&str>,
+    cols: Vec<String>,
+) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new("_change", DataType::Utf8, false));
     fields.push(Field::new("_changed_columns", DataType::Utf8, false));
-    let mut columns: Vec<ArrayRef> = body.columns().to_vec();
-    columns.push(Arc::new(kinds));
-    columns.push(Arc::new(cols));
-    Ok(Some(RecordBatch::try_new(
+    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(kinds)));
+    columns.push(Arc::new(StringArray::from(cols)));
+    Ok(RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
         columns,
-    )?))
+    )?)
+}
+
+/// The tables that differ between `base` and `cur`, in name order: each
+/// with its ref on both sides and the one it has (the current, else the
+/// base).
+#[allow(clippy::type_complexity)]
+pub(crate) fn differing<'a>(
+    base: &'a BTreeMap<String, TableRef>,
+    cur: &'a BTreeMap<String, TableRef>,
+) -> impl Iterator<
+    Item = (
+        &'a String,
+        Option<&'a TableRef>,
+        Option<&'a TableRef>,
+        &'a TableRef,
+    ),
+> {
+    let names: BTreeSet<&String> = base.keys().chain(cur.keys()).collect();
+    names.into_iter().filter_map(|t| {
+        let (b, c) = (base.get(t), cur.get(t));
+        let either = c.or(b)?;
+        (b != c).then_some((t, b, c, either))
+    })
 }
 
 /// Turn a side's changes into a [`TableDiff`].
@@ -188,18 +224,10 @@ impl BranchedBackend {
         cur: &BTreeMap<String, TableRef>,
         opts: &MergeOptions,
     ) -> Result<Vec<TableDiff>> {
-        let names: BTreeSet<&String> = base.keys().chain(cur.keys()).collect();
         let inner = self.core.inner.clone();
         let mut out = Vec::new();
-        for t in names {
-            let (b, c) = (base.get(t), cur.get(t));
-            let Some(either) = c.or(b) else { continue };
-            if b == c {
-                continue;
-            }
-            let schema = schema_of(inner.as_ref(), t, either).await?;
-            let key = primary_key(t, &schema, opts.keys.get(t))?;
-            let codec = KeyCodec::new(t, &schema, &key)?;
+        for (t, b, c, either) in differing(base, cur) {
+            let codec = table_codec(inner.as_ref(), t, either, opts.keys.get(t)).await?;
             let side = side_changes(inner.as_ref(), st, t, &codec, b, c).await?;
             let change = match (b, c) {
                 (None, Some(_)) => TableChange::Created,

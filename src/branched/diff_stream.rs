@@ -11,22 +11,20 @@
 //! changed, are held across batches. Other tables (created, dropped, or
 //! compared in full) are read as [`diff`](BranchedBackend::diff) reads them.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use anyhow::Result;
-use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_array::{RecordBatch, UInt32Array};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::backend::{BranchLines, ScanRequest};
 use crate::branched::catalog::{CatalogState, TableRef};
 use crate::branched::changes::{
-    KeyCodec, changed_columns, primary_key, rowids, same_row, schema_of, side_changes,
+    KeyCodec, changed_columns, grew_from, rowids, same_row, schema_of, side_changes, table_codec,
     without_rowid,
 };
-use crate::branched::diff::{TableChange, to_table_diff};
+use crate::branched::diff::{TableChange, differing, to_table_diff, with_change_columns};
 use crate::branched::report::MergeOptions;
 use crate::branched::view::BranchedBackend;
 
@@ -103,16 +101,8 @@ async fn produce(
     opts: &MergeOptions,
     tx: &Sender,
 ) -> Result<()> {
-    let names: BTreeSet<&String> = base.keys().chain(cur.keys()).collect();
-    for t in names {
-        let (b, c) = (base.get(t), cur.get(t));
-        let Some(either) = c.or(b) else { continue };
-        if b == c {
-            continue;
-        }
-        let schema = schema_of(inner, t, either).await?;
-        let key = primary_key(t, &schema, opts.keys.get(t))?;
-        let codec = KeyCodec::new(t, &schema, &key)?;
+    for (t, b, c, either) in differing(base, cur) {
+        let codec = table_codec(inner, t, either, opts.keys.get(t)).await?;
         let out = Out {
             table: t.clone(),
             tx,
@@ -139,18 +129,6 @@ async fn produce(
         }
     }
     Ok(())
-}
-
-/// Whether `c` lies on `b`'s line after it, or on a line that started at
-/// `b`: its changes since `b` are Lance change sets.
-fn grew_from(st: &CatalogState, table: &str, b: &TableRef, c: &TableRef) -> bool {
-    let same_line = c.line == b.line && c.version >= b.version;
-    let grew = c
-        .line
-        .as_ref()
-        .and_then(|l| st.line_origin.get(&(table.to_string(), l.clone())))
-        .is_some_and(|origin| origin == b);
-    same_line || grew
 }
 
 /// Where one table's batches go.
@@ -216,22 +194,7 @@ impl Out<'_> {
 /// `batch` (without `_rowid`) with the `_change` and `_changed_columns`
 /// columns.
 fn annotated(batch: &RecordBatch, kinds: Vec<&str>, cols: Vec<String>) -> Result<RecordBatch> {
-    let batch = without_rowid(batch)?;
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("_change", DataType::Utf8, false));
-    fields.push(Field::new("_changed_columns", DataType::Utf8, false));
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    columns.push(Arc::new(StringArray::from(kinds)));
-    columns.push(Arc::new(StringArray::from(cols)));
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    with_change_columns(&without_rowid(batch)?, kinds, cols)
 }
 
 /// The rows at `indices` of `batch`.
