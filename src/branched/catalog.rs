@@ -896,13 +896,17 @@ impl Catalog {
             .is_empty()
     }
 
+    /// Wait until every group below LSN `end` is durable, then publish
+    /// them. Returns the LSN of the last record published.
+    fn publish_through(&self, end: u64) -> Result<u64> {
+        self.log.wait_durable(end)?;
+        Ok(self.apply_durable(end))
+    }
+
     /// Under the commit lock (`ahead`): wait until every written group is
     /// durable and published, so the published state is the state ahead.
     fn settle(&self, ahead: &CatalogState) -> Result<()> {
-        let end = ahead.applied + 1;
-        self.log.wait_durable(end)?;
-        self.apply_durable(end);
-        Ok(())
+        self.publish_through(ahead.applied + 1).map(|_| ())
     }
 
     /// A read of the current state.
@@ -1023,8 +1027,7 @@ impl Catalog {
                 let end = ahead.applied + 1;
                 drop(ahead);
                 if self.in_flight() {
-                    self.log.wait_durable(end)?;
-                    self.apply_durable(end);
+                    self.publish_through(end)?;
                 }
                 return checked.map(|recs| (end..end, recs));
             }
@@ -1037,8 +1040,7 @@ impl Catalog {
             }
             (lsns, recs)
         };
-        self.log.wait_durable(lsns.end)?;
-        let applied = self.apply_durable(lsns.end);
+        let applied = self.publish_through(lsns.end)?;
         let last = self
             .last_checkpoint
             .load(std::sync::atomic::Ordering::Relaxed);

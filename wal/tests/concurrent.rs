@@ -18,21 +18,43 @@ fn value(t: u64, i: u64) -> Rec {
     (t * 1000 + i, format!("thread {t} record {i}"))
 }
 
+/// How the appenders of [`run`] append.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// `Wal::append`.
+    Append,
+    /// `Wal::write_batch` under a lock of the callers' own (which orders
+    /// the records), then `Wal::sync_until` outside it.
+    WriteThenSync,
+}
+
 /// Runs `THREADS` appenders; returns every acknowledged `(lsn, record)`.
-/// With `check_durable`, each appender checks right after its append returns
-/// that the record is already in the durable image of the storage.
-fn run(wal: &Arc<Wal<Rec>>, sim: Option<&SimStorage>) -> Vec<(Lsn, Rec)> {
+/// With `sim`, each appender checks right after its append returns that the
+/// record is already in the durable image of the storage.
+fn run(wal: &Arc<Wal<Rec>>, sim: Option<&SimStorage>, mode: Mode) -> Vec<(Lsn, Rec)> {
+    let order = Arc::new(std::sync::Mutex::new(()));
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
-            let wal = Arc::clone(wal);
+            let (wal, order) = (Arc::clone(wal), Arc::clone(&order));
             let sim = sim.cloned();
             std::thread::spawn(move || {
                 let mut mine = Vec::new();
                 for i in 0..PER_THREAD {
                     let v = value(t, i);
-                    let lsn = wal.append(&v).expect("append");
+                    let lsn = match mode {
+                        Mode::Append => wal.append(&v).expect("append"),
+                        Mode::WriteThenSync => {
+                            let lsns = {
+                                let _g = order.lock().expect("order lock");
+                                wal.write_batch(std::slice::from_ref(&v)).expect("write")
+                            };
+                            wal.sync_until(lsns.end).expect("sync");
+                            lsns.start
+                        }
+                    };
+                    // Every 5th append; every write of `WriteThenSync`.
                     if let Some(sim) = &sim
-                        && i % 5 == 0
+                        && (i % 5 == 0 || matches!(mode, Mode::WriteThenSync))
                     {
                         let durable = read_log::<Rec>(
                             &sim.durable_snapshot(),
@@ -80,7 +102,7 @@ fn concurrent_appenders_share_syncs_and_lose_nothing() {
     let (wal, _) = Wal::<Rec>::open_with_storage(sim.clone(), opts.clone()).expect("open");
     let before = sim.stats().sync_data;
     let wal = Arc::new(wal);
-    let all = run(&wal, Some(&sim));
+    let all = run(&wal, Some(&sim), Mode::Append);
     check_complete(&all);
     let syncs = sim.stats().sync_data - before;
     let appends = THREADS * PER_THREAD;
@@ -108,7 +130,7 @@ fn concurrent_appenders_without_sync() {
         .segment_size(1024);
     let (wal, _) = Wal::<Rec>::open_with_storage(sim.clone(), opts.clone()).expect("open");
     let wal = Arc::new(wal);
-    let all = run(&wal, None);
+    let all = run(&wal, None, Mode::Append);
     check_complete(&all);
     assert_eq!(
         sim.stats().sync_data as usize,
@@ -153,52 +175,17 @@ fn concurrent_appenders_on_real_files() {
 }
 
 /// `write_batch` under the caller's own lock (which orders the records),
-/// then `sync_until` outside it: the callers share syncs, and nobody's
-/// records are durable before every earlier batch's.
+/// then `sync_until` outside it: the callers share syncs, and nobody is
+/// answered before its record is durable.
 #[test]
 fn writes_ordered_by_a_caller_lock_share_the_sync_outside_it() {
     let sim = SimStorage::new();
     sim.set_sync_delay(Duration::from_millis(2));
     let opts = Options::default().segment_size(2048);
-    let (wal, _) = Wal::<Rec>::open_with_storage(sim.clone(), opts.clone()).expect("open");
+    let (wal, _) = Wal::<Rec>::open_with_storage(sim.clone(), opts).expect("open");
     let before = sim.stats().sync_data;
     let wal = Arc::new(wal);
-    let order = Arc::new(std::sync::Mutex::new(()));
-    let threads: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let (wal, order, sim) = (Arc::clone(&wal), Arc::clone(&order), sim.clone());
-            std::thread::spawn(move || {
-                let mut mine = Vec::new();
-                for i in 0..PER_THREAD {
-                    let v = value(t, i);
-                    let lsns = {
-                        let _g = order.lock().expect("order lock");
-                        wal.write_batch(std::slice::from_ref(&v)).expect("write")
-                    };
-                    wal.sync_until(lsns.end).expect("sync");
-                    // Every record up to this one is durable.
-                    let durable = read_log::<Rec>(
-                        &sim.durable_snapshot(),
-                        RecoveryMode::TolerateCorruptedTail,
-                        Lsn(1),
-                    )
-                    .expect("read durable image");
-                    assert!(durable.records.len() as u64 >= lsns.start.0);
-                    assert_eq!(
-                        durable.records[lsns.start.0 as usize - 1],
-                        (lsns.start, v.clone())
-                    );
-                    mine.push((lsns.start, v));
-                }
-                mine
-            })
-        })
-        .collect();
-    let mut all: Vec<(Lsn, Rec)> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("writer thread"))
-        .collect();
-    all.sort();
+    let all = run(&wal, Some(&sim), Mode::WriteThenSync);
     check_complete(&all);
     let syncs = sim.stats().sync_data - before;
     let appends = THREADS * PER_THREAD;
