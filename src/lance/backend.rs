@@ -221,6 +221,10 @@ pub struct LanceDbBackend {
     /// Read-only handles of exact versions (immutable snapshots), keyed by
     /// (table, branch, version).
     pinned: RwLock<HashMap<PinnedKey, Table>>,
+    /// Writable handles of Lance branches at their latest version, keyed
+    /// by (table, branch): each tracks its branch's head as `handles` do
+    /// the main lines' (a branch's first open reads its manifest).
+    lines: RwLock<HashMap<(String, String), Table>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per dataset: the set of its Lance branches. Creating or dropping a
     /// branch holds it shared; a cleanup of old versions, which reads the
@@ -324,6 +328,7 @@ impl LanceDbBackend {
             existence: RwLock::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             pinned: RwLock::new(HashMap::new()),
+            lines: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             trees: Mutex::new(HashMap::new()),
             made: Mutex::new(HashMap::new()),
@@ -377,7 +382,14 @@ impl LanceDbBackend {
         }
         match self.conn.open_table(name).execute().await {
             Ok(t) => {
-                write_lock(&self.handles).insert(name.to_string(), t.clone());
+                // One handle per table: when two calls open it at once, both
+                // use the first one cached, so no write goes through a
+                // handle the cache's does not see (with a consistency
+                // interval, nothing would refresh it).
+                let t = write_lock(&self.handles)
+                    .entry(name.to_string())
+                    .or_insert(t)
+                    .clone();
                 write_lock(&self.existence).insert(name.to_string(), true);
                 Ok(t)
             }
@@ -453,12 +465,18 @@ impl LanceDbBackend {
     /// Crate-private: a writable LanceDB handle would bypass the catalog.
     pub(crate) async fn line_table(&self, name: &str, branch: Option<&str>) -> Result<Table> {
         let base = self.table(name).await?;
-        match branch {
-            None => Ok(base),
-            Some(b) => base.checkout_branch(b, None).await.map_err(|e| {
-                anyhow::Error::new(e).context(format!("opening branch {b:?} of {name:?}"))
-            }),
+        let Some(b) = branch else {
+            return Ok(base);
+        };
+        let key = (name.to_string(), b.to_string());
+        if let Some(t) = read_lock(&self.lines).get(&key) {
+            return Ok(t.clone());
         }
+        let t = base.checkout_branch(b, None).await.map_err(|e| {
+            anyhow::Error::new(e).context(format!("opening branch {b:?} of {name:?}"))
+        })?;
+        // One handle per line, as per table (see `table`).
+        Ok(write_lock(&self.lines).entry(key).or_insert(t).clone())
     }
 
     /// The Lance [`Dataset`] of a table at its latest version, for Lance
@@ -547,20 +565,26 @@ impl LanceDbBackend {
     pub(crate) fn set_existence(&self, name: &str, exists: bool) {
         write_lock(&self.existence).insert(name.to_string(), exists);
         if !exists {
-            write_lock(&self.handles).remove(name);
-            write_lock(&self.pinned).retain(|(t, _, _), _| t != name);
+            self.forget_handles(name);
         }
     }
 
     pub(crate) fn forget(&self, name: &str) {
         write_lock(&self.existence).remove(name);
-        write_lock(&self.handles).remove(name);
-        write_lock(&self.pinned).retain(|(t, _, _), _| t != name);
+        self.forget_handles(name);
     }
 
-    /// Drop cached snapshots of one Lance branch of a table (its versions
+    /// Drop every cached handle of a table.
+    fn forget_handles(&self, name: &str) {
+        write_lock(&self.handles).remove(name);
+        write_lock(&self.pinned).retain(|(t, _, _), _| t != name);
+        write_lock(&self.lines).retain(|(t, _), _| t != name);
+    }
+
+    /// Drop cached handles of one Lance branch of a table (its versions
     /// mean something else once the branch is removed or re-created).
     pub(crate) fn forget_line(&self, name: &str, line: &str) {
+        write_lock(&self.lines).remove(&(name.to_string(), line.to_string()));
         write_lock(&self.pinned).retain(|(t, b, _), _| !(t == name && b.as_deref() == Some(line)));
         self.lock_made()
             .remove(&(name.to_string(), Some(line.to_string())));
@@ -629,6 +653,7 @@ impl LanceDbBackend {
         write_lock(&self.existence).clear();
         write_lock(&self.handles).clear();
         write_lock(&self.pinned).clear();
+        write_lock(&self.lines).clear();
     }
 
     // ---- locks ----

@@ -45,10 +45,13 @@ impl BranchLines for LanceDbBackend {
         let ds = self.dataset(table).await?;
         let mut ds = (*ds).clone();
         let from = Ref::Version(from.map(str::to_string), Some(version));
-        ds.create_branch(branch, from, None)
+        let made = ds
+            .create_branch(branch, from, None)
             .await
-            .with_context(|| format!("creating branch {branch:?} of {table:?} at v{version}"))?;
-        Ok(())
+            .with_context(|| format!("creating branch {branch:?} of {table:?} at v{version}"));
+        // And again: a handle opened while the branch changed is dropped.
+        self.forget_line(table, branch);
+        made.map(|_| ())
     }
 
     async fn drop_line(&self, table: &str, branch: &str) -> Result<()> {
@@ -61,10 +64,12 @@ impl BranchLines for LanceDbBackend {
             Ok(()) => {}
             Err(e) if e.to_string().to_lowercase().contains("not found") => {}
             Err(e) => {
+                self.forget_line(table, branch);
                 return Err(anyhow::Error::new(e)
                     .context(format!("deleting branch {branch:?} of {table:?}")));
             }
         }
+        self.forget_line(table, branch);
         // Remove what is left of the branch's directory on a local disk:
         // the object store removes files, not directories, and a deletion
         // cut short (a crash) leaves files that a second

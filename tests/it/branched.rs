@@ -38,7 +38,31 @@ impl Factory for View {
     }
 }
 
+/// A branch of a store whose reads may be an hour stale with respect to
+/// other handles' commits: the writer still reads its own writes.
+pub struct StaleView;
+
+#[async_trait]
+impl Factory for StaleView {
+    async fn make(&self) -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = lancebranch::lance::LanceDbOptions {
+            read_consistency: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let path = dir.path().to_str().unwrap().to_string();
+        let inner = Arc::new(LanceDbBackend::open_with(&path, opts).await.unwrap());
+        let main = BranchedBackend::open(inner).await.unwrap();
+        let view = main.fork("b").await.unwrap();
+        Store {
+            backend: Arc::new(view),
+            keep: vec![Box::new(dir)],
+        }
+    }
+}
+
 lancebranch::conformance_suite!(branched_main, crate::branched::View(0));
+lancebranch::conformance_suite!(branched_stale_an_hour, crate::branched::StaleView);
 lancebranch::conformance_suite!(branched_fresh_branch, crate::branched::View(1));
 lancebranch::conformance_suite!(branched_nested_3, crate::branched::View(3));
 

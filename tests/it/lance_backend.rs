@@ -41,7 +41,32 @@ impl Factory for Memory {
     }
 }
 
+/// A durable local store whose reads may be an hour stale with respect to
+/// other handles' commits: its own writes must still show at once, also
+/// when operations race.
+pub struct LocalStale;
+
+#[async_trait]
+impl Factory for LocalStale {
+    async fn make(&self) -> Store {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().to_str().expect("utf-8 path").to_string();
+        let opts = LanceDbOptions {
+            read_consistency: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let backend = LanceDbBackend::open_with(&path, opts)
+            .await
+            .expect("open store");
+        Store {
+            backend: Arc::new(backend),
+            keep: vec![Box::new(dir)],
+        }
+    }
+}
+
 lancebranch::conformance_suite!(lance_local_durable, crate::lance_backend::LocalDurable);
+lancebranch::conformance_suite!(lance_stale_an_hour, crate::lance_backend::LocalStale);
 lancebranch::conformance_suite!(lance_memory, crate::lance_backend::Memory);
 
 /// Stores on the local S3 server (see `tests/it/s3.rs`), a fresh prefix
@@ -371,4 +396,51 @@ async fn take_rows_at_matches_lance_take_rows() {
             .unwrap();
         assert!(rows_of(&none).is_empty(), "ids never assigned: no rows");
     }
+}
+
+/// Lance branch handles are cached per (table, branch): with reads allowed
+/// to be an hour stale, a branch's own writes still show at once, and a
+/// branch dropped and created again under the same name reads and writes
+/// its new contents, not the old branch's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_line_handles_follow_their_lines() {
+    use lancebranch::backend::BranchLines;
+    let (_dir, path) = local().await;
+    let opts = LanceDbOptions {
+        read_consistency: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let s = LanceDbBackend::open_with(&path, opts).await.unwrap();
+    s.create_table("t", vec![people(0..3)]).await.unwrap();
+    let v1 = s.latest_version("t", None).await.unwrap();
+    async fn line_ids(s: &LanceDbBackend) -> Vec<i64> {
+        let req = ScanRequest {
+            line: Some("x".into()),
+            ..ScanRequest::table("t")
+        };
+        let mut got = ints(&s.scan(req).await.unwrap(), "id");
+        got.sort();
+        got
+    }
+    s.create_line("t", "x", None, v1).await.unwrap();
+    for round in 0..3i64 {
+        let w = s
+            .write_line("t", Some("x"), vec![people(10..12)], WriteMode::Append)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.latest_version("t", Some("x")).await.unwrap(),
+            w,
+            "{round}"
+        );
+        assert_eq!(line_ids(&s).await, vec![0, 1, 2, 10, 11], "{round}");
+        s.drop_line("t", "x").await.unwrap();
+        s.create_line("t", "x", None, v1).await.unwrap();
+        assert_eq!(line_ids(&s).await, vec![0, 1, 2], "{round}: the new line");
+    }
+    assert_eq!(
+        ints(&s.scan(ScanRequest::table("t")).await.unwrap(), "id"),
+        vec![0, 1, 2]
+    );
 }
