@@ -52,6 +52,10 @@ pub enum FailPoint {
     CollectAfterBegin,
     /// `collect::after_drop_before_end`
     CollectAfterDropBeforeEnd,
+    /// `merge::after_batch_applied`: a batch of a table merged in batches
+    /// ([`MergeOptions::batch_rows`](crate::branched::MergeOptions::batch_rows))
+    /// is applied on the target's line, nothing is published.
+    MergeAfterBatchApplied,
 }
 
 /// Every fail point, in the order they were added.
@@ -74,6 +78,7 @@ pub const ALL: &[FailPoint] = &[
     FailPoint::MergeAfterTableApplied,
     FailPoint::CollectAfterBegin,
     FailPoint::CollectAfterDropBeforeEnd,
+    FailPoint::MergeAfterBatchApplied,
 ];
 
 impl FailPoint {
@@ -104,6 +109,7 @@ impl FailPoint {
             Self::MergeAfterTableApplied => "merge::after_table_applied",
             Self::CollectAfterBegin => "collect::after_begin",
             Self::CollectAfterDropBeforeEnd => "collect::after_drop_before_end",
+            Self::MergeAfterBatchApplied => "merge::after_batch_applied",
         }
     }
 }
@@ -238,6 +244,7 @@ mod tests {
             "merge::after_table_applied",
             "collect::after_begin",
             "collect::after_drop_before_end",
+            "merge::after_batch_applied",
         ];
         let names: Vec<&str> = ALL.iter().map(|p| p.name()).collect();
         assert!(names.len() >= frozen.len());

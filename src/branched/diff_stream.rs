@@ -14,22 +14,19 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use arrow_array::{RecordBatch, UInt32Array};
+use arrow_array::RecordBatch;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::backend::{BranchLines, ScanRequest};
 use crate::branched::catalog::{CatalogState, TableRef};
 use crate::branched::changes::{
-    KeyCodec, changed_columns, grew_from, rowids, same_row, schema_of, side_changes, table_codec,
-    without_rowid,
+    KeyCodec, changed_columns, grew_from, schema_of, side_changes, table_codec, without_rowid,
 };
 use crate::branched::diff::{TableChange, differing, to_table_diff, with_change_columns};
+use crate::branched::key_changes::{KeyChange, KeyChanges};
 use crate::branched::report::MergeOptions;
 use crate::branched::view::BranchedBackend;
-
-/// Rows per base-row lookup.
-const CHUNK: usize = 8192;
 
 /// One batch of a table's changes from
 /// [`diff_stream`](BranchedBackend::diff_stream): the changed rows with the
@@ -170,7 +167,7 @@ impl Out<'_> {
             .await?;
         while let Some(b) = rows.try_next().await? {
             let n = b.num_rows();
-            let b = annotated(&b, vec![kind; n], vec![String::new(); n])?;
+            let b = all_as(&b, kind)?;
             any |= n > 0;
             if !self.send(change, b).await {
                 return Ok(false);
@@ -179,7 +176,7 @@ impl Out<'_> {
         if !any {
             // An empty table created or dropped: one empty batch says so.
             let schema = schema_of(inner, &self.table, r).await?;
-            let empty = annotated(&RecordBatch::new_empty(schema), vec![], vec![])?;
+            let empty = all_as(&RecordBatch::new_empty(schema), kind)?;
             let b = DiffBatch {
                 table: self.table.clone(),
                 change,
@@ -191,55 +188,48 @@ impl Out<'_> {
     }
 }
 
-/// `batch` (without `_rowid`) with the `_change` and `_changed_columns`
-/// columns.
-fn annotated(batch: &RecordBatch, kinds: Vec<&str>, cols: Vec<String>) -> Result<RecordBatch> {
-    with_change_columns(&without_rowid(batch)?, kinds, cols)
+/// Every row of `batch` (without `_rowid`) as one kind of change, with
+/// the `_change` and (empty) `_changed_columns` columns.
+fn all_as(batch: &RecordBatch, kind: &str) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    with_change_columns(
+        &without_rowid(batch)?,
+        vec![kind; n],
+        vec![String::new(); n],
+    )
 }
 
-/// The rows at `indices` of `batch`.
-fn rows_at(batch: &RecordBatch, indices: &[u32]) -> Result<RecordBatch> {
-    let idx = UInt32Array::from(indices.to_vec());
-    Ok(arrow_select::take::take_record_batch(batch, &idx)?)
-}
-
-/// The base side of a table's changes: where its rows are read, and how
-/// they are keyed.
-struct Base<'a> {
-    inner: &'a dyn BranchLines,
-    table: &'a str,
-    at: &'a TableRef,
-    codec: &'a KeyCodec,
-}
-
-impl Base<'_> {
-    /// The base rows with these stable row ids (with `_rowid`), a chunk at
-    /// a time.
-    async fn take(&self, ids: &[u64]) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(CHUNK) {
-            let line = self.at.line.as_deref();
-            let rows = self
-                .inner
-                .take_rows_at(self.table, line, self.at.version, chunk)
-                .await?;
-            out.extend(rows);
-        }
-        Ok(out)
-    }
-
-    /// The base rows with these ids, each with its key, by id.
-    async fn by_id(&self, ids: &[u64]) -> Result<BTreeMap<u64, (Vec<u8>, RecordBatch)>> {
-        let mut out = BTreeMap::new();
-        for r in self.take(ids).await? {
-            let rows = without_rowid(&r)?;
-            let keys = self.codec.keys(&rows)?;
-            for (i, (k, id)) in keys.into_iter().zip(rowids(&r)).enumerate() {
-                out.insert(id, (k, rows.slice(i, 1)));
+/// One chunk of a table's changes as `diff_stream` sends it: the inserted
+/// and updated rows, then the deleted ones (each group in the schema of
+/// its version).
+fn chunk_batches(chunk: &[KeyChange]) -> Result<Vec<RecordBatch>> {
+    let (mut now, mut kinds, mut cols, mut gone) = (vec![], vec![], vec![], vec![]);
+    for kc in chunk {
+        match (&kc.change.base, &kc.change.cur) {
+            (Some(was), Some(row)) => {
+                now.push(row);
+                kinds.push("update");
+                cols.push(changed_columns(was, row).join(","));
             }
+            (None, Some(row)) => {
+                now.push(row);
+                kinds.push("insert");
+                cols.push(String::new());
+            }
+            (Some(was), None) => gone.push(was),
+            (None, None) => {}
         }
-        Ok(out)
     }
+    let mut out = Vec::new();
+    if let Some(first) = now.first() {
+        let rows = arrow_select::concat::concat_batches(&first.schema(), now.iter().copied())?;
+        out.push(with_change_columns(&rows, kinds, cols)?);
+    }
+    if let Some(first) = gone.first() {
+        let rows = arrow_select::concat::concat_batches(&first.schema(), gone.iter().copied())?;
+        out.push(all_as(&rows, "delete")?);
+    }
+    Ok(out)
 }
 
 /// A table's changes from `b` to `c` (on one line, or a line grown from
@@ -252,120 +242,13 @@ async fn changed_rows(
     b: &TableRef,
     c: &TableRef,
 ) -> Result<bool> {
-    let base = Base {
-        inner,
-        table,
-        at: b,
-        codec,
-    };
-    let mut ch = inner
-        .row_change_streams(table, c.line.as_deref(), b.version, c.version)
-        .await?;
-    // Keys of the deleted base rows, with their ids: an insert of one of
-    // them is an update.
-    let mut gone: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    while let Some(ids) = ch.deleted.try_next().await? {
-        for (id, (k, _)) in base.by_id(&ids).await? {
-            gone.insert(k, id);
-        }
-    }
-    // Rows an update gave another key: their new rows count as inserts.
-    let mut rekeyed: Vec<RecordBatch> = Vec::new();
-    while let Some(batch) = ch.updated.try_next().await? {
-        if !updates(&base, out, &batch, &mut gone, &mut rekeyed).await? {
-            return Ok(false);
-        }
-    }
-    let mut inserted = futures::stream::iter(rekeyed.into_iter().map(Ok)).chain(ch.inserted);
-    while let Some(batch) = inserted.try_next().await? {
-        if !inserts(&base, out, &batch, &mut gone).await? {
-            return Ok(false);
-        }
-    }
-    // The deleted rows no insert took up, a chunk at a time.
-    let left: Vec<u64> = gone.into_values().collect();
-    for chunk in left.chunks(CHUNK) {
-        for r in base.take(chunk).await? {
-            let n = r.num_rows();
-            let r = annotated(&r, vec!["delete"; n], vec![String::new(); n])?;
-            if !out.send(TableChange::Modified, r).await {
+    let mut changes = KeyChanges::open(inner, table, codec, b, c).await?;
+    while let Some(chunk) = changes.next().await? {
+        for rows in chunk_batches(&chunk)? {
+            if !out.send(TableChange::Modified, rows).await {
                 return Ok(false);
             }
         }
     }
     Ok(true)
-}
-
-/// One batch of updated rows: each paired with its base row by id; a row
-/// whose key changed leaves its base key to the deletes (`gone`) and its
-/// new row to the inserts (`rekeyed`).
-async fn updates(
-    base: &Base<'_>,
-    out: &Out<'_>,
-    batch: &RecordBatch,
-    gone: &mut BTreeMap<Vec<u8>, u64>,
-    rekeyed: &mut Vec<RecordBatch>,
-) -> Result<bool> {
-    let ids = rowids(batch);
-    let old = base.by_id(&ids).await?;
-    let cur = without_rowid(batch)?;
-    let keys = base.codec.keys(&cur)?;
-    let (mut pick, mut kinds, mut cols, mut moved) = (vec![], vec![], vec![], vec![]);
-    for (i, (k, id)) in keys.iter().zip(&ids).enumerate() {
-        let row = cur.slice(i, 1);
-        match old.get(id) {
-            Some((bk, was)) if bk == k => {
-                if same_row(was, &row) {
-                    continue;
-                }
-                pick.push(i as u32);
-                kinds.push("update");
-                cols.push(changed_columns(was, &row).join(","));
-            }
-            other => {
-                if let Some((bk, _)) = other {
-                    gone.insert(bk.clone(), *id);
-                }
-                moved.push(i as u32);
-            }
-        }
-    }
-    if !moved.is_empty() {
-        rekeyed.push(rows_at(batch, &moved)?);
-    }
-    let rows = annotated(&rows_at(&cur, &pick)?, kinds, cols)?;
-    Ok(out.send(TableChange::Modified, rows).await)
-}
-
-/// One batch of inserted rows: an insert of a deleted key is an update
-/// (or nothing, when the row is the same again).
-async fn inserts(
-    base: &Base<'_>,
-    out: &Out<'_>,
-    batch: &RecordBatch,
-    gone: &mut BTreeMap<Vec<u8>, u64>,
-) -> Result<bool> {
-    let cur = without_rowid(batch)?;
-    let keys = base.codec.keys(&cur)?;
-    let back: Vec<u64> = keys.iter().filter_map(|k| gone.get(k).copied()).collect();
-    let old = base.by_id(&back).await?;
-    let (mut pick, mut kinds, mut cols) = (vec![], vec![], vec![]);
-    for (i, k) in keys.iter().enumerate() {
-        let row = cur.slice(i, 1);
-        let was = gone.remove(k).and_then(|id| old.get(&id)).map(|(_, r)| r);
-        match was {
-            Some(was) if same_row(was, &row) => continue,
-            Some(was) => {
-                kinds.push("update");
-                cols.push(changed_columns(was, &row).join(","));
-            }
-            None => {
-                kinds.push("insert");
-                cols.push(String::new());
-            }
-        }
-        pick.push(i as u32);
-    }
-    let rows = annotated(&rows_at(&cur, &pick)?, kinds, cols)?;
-    Ok(out.send(TableChange::Modified, rows).await)
 }

@@ -31,8 +31,8 @@ use anyhow::Result;
 use crate::backend::Error;
 use crate::branched::catalog::{CatalogState, Record, TableRef};
 pub use crate::branched::report::{
-    Conflict, ConflictKind, ConflictPolicy, MergeOptions, MergeOutcome, MergeReport,
-    TableMergeStats,
+    Conflict, ConflictKind, ConflictPolicy, MERGE_BATCH_ROWS, MergeOptions, MergeOutcome,
+    MergeReport, TableMergeStats,
 };
 use crate::branched::view::BranchedBackend;
 
@@ -78,12 +78,19 @@ impl BranchedBackend {
     /// # Errors
     /// Bad input before anything is written: [`Error::BranchNotFound`],
     /// [`Error::NoMergeBase`], [`Error::MissingMergeKey`],
-    /// [`Error::ReadOnlyView`]; then I/O errors (nothing is published).
+    /// [`Error::ReadOnlyView`], [`Error::InvalidArgument`] (a merge into
+    /// itself, or [`MergeOptions::batch_rows`] of 0); then I/O errors
+    /// (nothing is published).
     pub async fn merge(&self, source: &BranchedBackend, opts: MergeOptions) -> Result<MergeReport> {
         self.writable()?;
         if source.name == self.name {
             return Err(
                 Error::InvalidArgument("a branch cannot be merged into itself".into()).into(),
+            );
+        }
+        if opts.batch_rows_of() == 0 {
+            return Err(
+                Error::InvalidArgument("a merge's batch_rows must be at least 1".into()).into(),
             );
         }
         let _gate = self.core.gate.read().await;

@@ -3,16 +3,22 @@
 //! and ends the merge (or, on a failure, undoing what was applied).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use anyhow::Result;
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::SchemaRef;
+use futures::StreamExt;
 
-use crate::backend::{BranchLines, Error, WriteMode};
+use crate::backend::{BranchLines, Error, ScanRequest, WriteMode};
 use crate::branched::catalog::{CatalogState, Record, TableRef, line_owner};
 use crate::branched::changes::key_filter;
 use crate::branched::decide::Action;
 use crate::branched::merge_plan::TablePlan;
+use crate::branched::merge_rows::{RowMerge, count};
+use crate::branched::report::TableMergeStats;
+use crate::branched::stream::{Appending, append_chunks, chunked};
 use crate::branched::view::BranchedBackend;
 use crate::failpoints::FailPoint;
 
@@ -107,9 +113,9 @@ impl BranchedBackend {
             let t = plan.table.clone();
             let r = if plan.drop {
                 None
-            } else if let Some((rows, schema)) = plan.create.take() {
-                Some(self.create_unpublished(&t, rows, schema).await?)
-            } else if plan.actions.is_empty() && plan.add_columns.is_none() {
+            } else if let Some((from, schema)) = plan.create.take() {
+                Some(self.create_from(&t, &from, schema).await?)
+            } else if plan.actions.is_empty() && plan.rows.is_none() && plan.add_columns.is_none() {
                 continue;
             } else {
                 Some(self.apply_rows(plan).await?)
@@ -129,20 +135,83 @@ impl BranchedBackend {
 
     /// Apply a plan's row changes (and new columns) on this branch's own
     /// line of its table; where the table now reads.
-    async fn apply_rows(&self, plan: TablePlan) -> Result<TableRef> {
+    async fn apply_rows(&self, mut plan: TablePlan) -> Result<TableRef> {
         let (inner, t) = (self.core.inner.as_ref(), plan.table.as_str());
         let current = self.table_ref(t)?;
         let (line, mut version, _) = self.core.own_line(&self.name, self.id, t, &current).await?;
         let l = line.as_deref();
-        if let Some(fields) = plan.add_columns {
+        if let Some(fields) = plan.add_columns.take() {
             version = inner.add_null_columns_line(t, l, fields).await?;
         }
         let schema = inner.schema_at(t, l, None).await?;
-        let batches = RowBatches::sort(plan.actions, &plan.key, &schema)?;
+        let batches = RowBatches::sort(std::mem::take(&mut plan.actions), &plan.key, &schema)?;
         if let Some(v) = batches.write(inner, t, l, &plan.key).await? {
             version = v;
         }
+        if let Some(rows) = &plan.rows
+            && let Some(v) = self.apply_batches(rows, &plan.stats, l, &schema).await?
+        {
+            version = v;
+        }
         Ok(TableRef { line, version })
+    }
+
+    /// Decide a table's row changes again, a batch at a time, and apply
+    /// each batch before reading the next; the version of the last commit.
+    /// The batches must count what the plan counted.
+    async fn apply_batches(
+        &self,
+        rows: &RowMerge,
+        planned: &TableMergeStats,
+        l: Option<&str>,
+        schema: &SchemaRef,
+    ) -> Result<Option<u64>> {
+        let (inner, t) = (self.core.inner.as_ref(), rows.of.table.as_str());
+        let (mut version, mut seen) = (None, TableMergeStats::default());
+        let mut read = rows.batches(inner).await?;
+        while let Some(batch) = read.next().await? {
+            let d = rows.decide(inner, batch).await?;
+            d.actions.iter().for_each(|a| count(&mut seen, a));
+            if d.actions.is_empty() {
+                continue;
+            }
+            let batches = RowBatches::sort(d.actions, &rows.of.key, schema)?;
+            version = batches.write(inner, t, l, &rows.of.key).await?.or(version);
+            self.core.fail.check(FailPoint::MergeAfterBatchApplied)?;
+        }
+        let counts = |s: &TableMergeStats| (s.inserted, s.updated, s.deleted);
+        anyhow::ensure!(
+            counts(&seen) == counts(planned),
+            "the merge of {t:?} decided {:?} rows (inserted, updated, deleted) when applied, {:?} when planned",
+            counts(&seen),
+            counts(planned)
+        );
+        Ok(version)
+    }
+
+    /// Create `table`, unpublished, with the rows of the source's table at
+    /// `from`, a chunk of [`ROWS_PER_COMMIT`](crate::branched::ROWS_PER_COMMIT)
+    /// rows (one Lance commit) at a time.
+    async fn create_from(
+        &self,
+        table: &str,
+        from: &TableRef,
+        schema: SchemaRef,
+    ) -> Result<TableRef> {
+        let inner = &self.core.inner;
+        let req = ScanRequest {
+            table: table.to_string(),
+            line: from.line.clone(),
+            version: Some(from.version),
+            ..Default::default()
+        };
+        let rows = inner.scan_stream(req).await?;
+        let read = Arc::new(AtomicU64::new(0));
+        let mut chunks = chunked(rows, table, schema.clone(), read);
+        let first = chunks.next().await.transpose()?.unwrap_or_default();
+        let made = self.create_unpublished(table, first, schema).await?;
+        let more = Appending { chunks, on: None };
+        append_chunks(inner, table, made, more).await
     }
 
     /// Create `table` on a new line of this branch (or main's line) with

@@ -24,10 +24,12 @@ mod diff_stream;
 mod format;
 mod fsck;
 pub(crate) mod history;
+mod key_changes;
 mod log;
 mod merge;
 mod merge_apply;
 mod merge_plan;
+mod merge_rows;
 mod names;
 mod object_log;
 mod recovery;
@@ -44,8 +46,8 @@ pub use format::CATALOG_FORMAT;
 pub use fsck::{FsckProblem, FsckReport};
 pub use history::{History, HistoryEntry, OfflineCatalog, read_catalog_offline};
 pub use merge::{
-    Conflict, ConflictKind, ConflictPolicy, MergeOptions, MergeOutcome, MergeReport,
-    TableMergeStats,
+    Conflict, ConflictKind, ConflictPolicy, MERGE_BATCH_ROWS, MergeOptions, MergeOutcome,
+    MergeReport, TableMergeStats,
 };
 pub use names::{MAIN, validate_branch_name, validate_tag_name};
 pub use recovery::{RecoveredOp, RecoveryReport};

@@ -29,11 +29,27 @@ pub enum ConflictPolicy {
 ///     .policy("people", ConflictPolicy::Theirs);
 /// # let _ = opts;
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MergeOptions {
     pub(crate) keys: BTreeMap<String, Vec<String>>,
     policies: BTreeMap<String, ConflictPolicy>,
     default_policy: ConflictPolicy,
+    batch_rows: usize,
+}
+
+/// Changed keys a merge decides and applies at a time, unless
+/// [`MergeOptions::batch_rows`] says otherwise.
+pub const MERGE_BATCH_ROWS: usize = 16_384;
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            default_policy: ConflictPolicy::default(),
+            batch_rows: MERGE_BATCH_ROWS,
+        }
+    }
 }
 
 impl MergeOptions {
@@ -56,6 +72,34 @@ impl MergeOptions {
     pub fn default_policy(mut self, policy: ConflictPolicy) -> Self {
         self.default_policy = policy;
         self
+    }
+
+    /// How many changed keys of a table a merge holds at a time (default
+    /// [`MERGE_BATCH_ROWS`]). A table whose source changed more keys is
+    /// merged in batches: its changes are read once to find every conflict
+    /// (nothing is applied if one blocks the merge), then again, a batch at
+    /// a time, each batch applied as its own Lance commits before the next
+    /// is read. The merge stays one atomic step: nothing is published
+    /// before every batch is applied. Memory follows the batch, not the
+    /// change. A merge whose sides start from different bases reads the
+    /// target's rows by key once per batch. `0` is refused by
+    /// [`merge`](crate::branched::BranchedBackend::merge) with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    ///
+    /// # Example
+    /// ```
+    /// use lancebranch::branched::MergeOptions;
+    /// let opts = MergeOptions::default().batch_rows(10_000);
+    /// assert_eq!(opts.batch_rows_of(), 10_000);
+    /// ```
+    pub fn batch_rows(mut self, rows: usize) -> Self {
+        self.batch_rows = rows;
+        self
+    }
+
+    /// The batch size set by [`batch_rows`](Self::batch_rows).
+    pub fn batch_rows_of(&self) -> usize {
+        self.batch_rows
     }
 
     pub(crate) fn policy_of(&self, table: &str) -> ConflictPolicy {

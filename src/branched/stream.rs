@@ -213,8 +213,8 @@ impl BranchedBackend {
 /// The rest of a streamed write into a table it creates: chunks appended,
 /// or upserted on `on`.
 pub(crate) struct Appending<'a> {
-    chunks: Chunks<'a>,
-    on: Option<Vec<String>>,
+    pub chunks: Chunks<'a>,
+    pub on: Option<Vec<String>>,
 }
 
 /// Write every chunk of `more` to line `r` of `table`, not published.
@@ -266,7 +266,12 @@ fn check_key(table: &str, schema: &SchemaRef, on: &[String]) -> Result<()> {
 
 /// `input` in chunks of at most [`ROWS_PER_COMMIT`] rows (a bigger batch
 /// is sliced), each batch checked against `schema` and counted in `rows`.
-fn chunked<'a, S>(input: S, table: &'a str, schema: SchemaRef, rows: Arc<AtomicU64>) -> Chunks<'a>
+pub(crate) fn chunked<'a, S>(
+    input: S,
+    table: &'a str,
+    schema: SchemaRef,
+    rows: Arc<AtomicU64>,
+) -> Chunks<'a>
 where
     S: Stream<Item = Result<RecordBatch>> + Send + 'a,
 {

@@ -414,6 +414,48 @@ async fn merge_table_cut(point: &str, s3: bool) {
     }
 }
 
+/// A merge in batches of one key cut after its first and after its second
+/// batch: nothing of it is published; merged again, every batch lands.
+async fn merge_batch_cut(point: &str, s3: bool) {
+    use lancebranch::branched::{MergeOptions, MergeOutcome};
+    let opts = || MergeOptions::default().key("p", &["id"]).batch_rows(1);
+    for skip in 0..2 {
+        let dir = Place::new(s3);
+        {
+            let (_, main) = open(&dir).await;
+            main.create_table("p", vec![people(0..3)]).await.unwrap();
+            let b = main.fork("b").await.unwrap();
+            b.write("p", vec![people(3..6)], WriteMode::Append)
+                .await
+                .unwrap();
+            b.delete_rows("p", "id = 0").await.unwrap();
+            main.arm_failpoint_nth(point.parse().unwrap(), skip);
+            let e = main.merge(&b, opts()).await.unwrap_err();
+            assert!(is_cut(&e), "{point}: {e:#}");
+        }
+        let (_, main) = reopen(&dir).await;
+        assert_eq!(
+            ids(&main, "p").await,
+            vec![0, 1, 2],
+            "{point} after {skip} batches: merge entirely absent"
+        );
+        let b = main.branch("b").unwrap();
+        // Recovery may have published main's rolled-back line anew: a
+        // fast-forward or a merge, never a conflict.
+        let r = main.merge(&b, opts()).await.unwrap();
+        assert_ne!(r.outcome, MergeOutcome::Conflicted);
+        assert_eq!(ids(&main, "p").await, vec![1, 2, 3, 4, 5]);
+        drop((main, b));
+        let (_, main) = open(&dir).await;
+        assert_eq!(
+            ids(&main, "p").await,
+            vec![1, 2, 3, 4, 5],
+            "{point}: merged state is durable"
+        );
+        assert_clean(&main).await;
+    }
+}
+
 /// A garbage collection cut: after a table dropped on every branch, and
 /// after deleting a branch that created its own table. The change is
 /// visible from its record on; recovery finishes the collection, so no
@@ -478,6 +520,7 @@ async fn cut(point: &str, s3: bool) {
             merge_cut_nth(point, 0, s3).await
         }
         "merge::after_table_applied" => merge_table_cut(point, s3).await,
+        "merge::after_batch_applied" => merge_batch_cut(point, s3).await,
         "fork::before_record" | "tag::before_record" => fork_or_tag_cut(point, s3).await,
         "replace::after_commit_before_publish" => replace_cut(point, s3).await,
         "create::after_dataset_before_publish" => create_cut(point, s3).await,

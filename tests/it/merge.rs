@@ -618,6 +618,135 @@ async fn merge_matches_a_model_under_random_edits(s3: bool) {
     }
 }
 
+/// Random edits of many keys of `m`: appends of new keys, updates and
+/// deletes of `0..keys`, some several rows at once.
+async fn many_edits(v: &BranchedBackend, rng: &mut Rng, steps: u64, keys: u64, fresh: i64) {
+    for step in 0..steps as i64 {
+        let id = rng.below(keys) as i64;
+        let val = rng.below(1000) as i64;
+        match rng.below(4) {
+            0 => {
+                let new: Vec<(i64, i64)> =
+                    (0..3).map(|i| (fresh + step * 3 + i, val + i)).collect();
+                v.write("m", vec![krows(&new)], WriteMode::Append)
+                    .await
+                    .unwrap();
+            }
+            1 => {
+                let upd: Vec<(i64, i64)> =
+                    (id..(id + 4).min(keys as i64)).map(|k| (k, val)).collect();
+                v.merge_insert("m", &["id"], vec![krows(&upd)])
+                    .await
+                    .unwrap();
+            }
+            2 => {
+                v.delete_rows("m", &format!("id = {id}")).await.unwrap();
+            }
+            _ => {
+                // Deleted and written again: the same key, a new row.
+                v.delete_rows("m", &format!("id = {id}")).await.unwrap();
+                v.write("m", vec![krows(&[(id, val)])], WriteMode::Append)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// A report without the published versions (two targets publish
+/// different ones).
+fn unversioned(mut r: lancebranch::branched::MergeReport) -> lancebranch::branched::MergeReport {
+    for s in r.tables.values_mut() {
+        s.version = None;
+    }
+    r
+}
+
+/// A merge in batches (of 1 and of 7 keys) decides and applies what the
+/// same merge does at once: the same report and the same rows, for every
+/// policy, on sides with the same base (the first merge) and with
+/// different bases (a merge again after more edits).
+async fn merge_in_batches_equals_merge_at_once(s3: bool) {
+    for (seed, batch) in [(3u64, 1usize), (5, 7), (11, 7)] {
+        let (_dir, main) = fresh(s3).await;
+        let init: Vec<(i64, i64)> = (0..40).map(|i| (i, i * 10)).collect();
+        main.create_table("m", vec![krows(&init)]).await.unwrap();
+        let b = main.fork("b").await.unwrap();
+        let (whole, parts) = (
+            main.fork("t1").await.unwrap(),
+            main.fork("t2").await.unwrap(),
+        );
+        let mut rng = Rng(seed * 7919 + 1);
+        for round in 0..2i64 {
+            many_edits(&b, &mut rng, 12, 40, 1000 + round * 100).await;
+            let target_seed = seed * 31 + round as u64;
+            for t in [&whole, &parts] {
+                let mut r = Rng(target_seed);
+                many_edits(t, &mut r, 5, 40, 5000 + round * 100).await;
+            }
+            let second = if seed == 5 {
+                ConflictPolicy::Theirs
+            } else {
+                ConflictPolicy::Ours
+            };
+            for policy in [ConflictPolicy::Fail, second] {
+                let opts = MergeOptions::default().default_policy(policy);
+                let a = whole.merge(&b, opts.clone()).await.unwrap();
+                let c = parts.merge(&b, opts.batch_rows(batch)).await.unwrap();
+                let what = format!("seed {seed} batch {batch} round {round} {policy:?}");
+                assert_eq!(unversioned(a.clone()), unversioned(c), "{what}");
+                assert_eq!(contents_m(&whole).await, contents_m(&parts).await, "{what}");
+                if !a.is_conflicted() {
+                    break;
+                }
+            }
+        }
+        assert!(whole.fsck(false).await.unwrap().is_clean());
+        assert!(parts.fsck(false).await.unwrap().is_clean());
+    }
+    let (_dir, main) = fresh(s3).await;
+    let e = main
+        .merge(
+            &main.fork("z").await.unwrap(),
+            MergeOptions::default().batch_rows(0),
+        )
+        .await;
+    assert!(matches!(
+        Error::of(&e.unwrap_err()),
+        Some(Error::InvalidArgument(_))
+    ));
+}
+
+/// A table the source created, bigger than one streamed-write chunk, is
+/// copied to the target a chunk at a time, whole, and published at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_table_is_merged_a_chunk_at_a_time() {
+    let (_dir, main) = fresh(false).await;
+    main.create_table("m", vec![krows(&[(0, 0)])])
+        .await
+        .unwrap();
+    let b = main.fork("b").await.unwrap();
+    let n = lancebranch::branched::ROWS_PER_COMMIT as i64 + 1000;
+    let all: Vec<(i64, i64)> = (0..n).map(|i| (i, i * 2)).collect();
+    b.create_table("big", vec![krows(&all)]).await.unwrap();
+    let r = main.merge(&b, MergeOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, MergeOutcome::FastForward);
+    assert_eq!(r.tables["big"].inserted, n as usize);
+    assert_eq!(main.count_rows("big", None).await.unwrap(), n as usize);
+    let sum: i64 = main
+        .scan(ScanRequest::table("big"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let v = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            v.values().iter().sum::<i64>()
+        })
+        .sum();
+    assert_eq!(sum, (0..n).map(|i| i * 2).sum::<i64>());
+    assert!(main.fsck(false).await.unwrap().is_clean());
+}
+
 /// A reader never sees half of a multi-table merge.
 async fn merge_is_atomic_across_tables_for_readers(s3: bool) {
     let (_d, main) = store(s3).await;
@@ -813,4 +942,14 @@ async fn diff_since_a_tag_local() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff_since_a_tag_on_s3() {
     diff_since_a_tag(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_in_batches_equals_merge_at_once_local() {
+    merge_in_batches_equals_merge_at_once(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_in_batches_equals_merge_at_once_on_s3() {
+    merge_in_batches_equals_merge_at_once(true).await
 }
