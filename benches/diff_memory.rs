@@ -1,6 +1,9 @@
-//! Diff in bounded memory: peak RSS and time of a diff of 1 M changed rows
-//! / of 100 k changed rows in a 10 M-row table (targets: RSS ≤ 2, time ≤
-//! 12), read as a stream (`diff_stream`), beside the collecting `diff`.
+//! Diff and merge in bounded memory: peak RSS and time of a diff of 1 M
+//! changed rows / of 100 k changed rows in a 10 M-row table (targets: RSS
+//! ≤ 2, time ≤ 12), read as a stream (`diff_stream`), beside the collecting
+//! `diff`; and of a merge of those changes (in batches, the default, and
+//! at once, as one batch), whose peak RSS is also set against the streamed
+//! diff of 100 k changes (target ≤ 2).
 //!
 //! Each diff runs in a child process (this binary again, with
 //! `LANCEBRANCH_DIFF_CHILD` set) that reports its peak RSS (`VmHWM` of
@@ -10,7 +13,8 @@
 //! so they keep their stable row ids).
 //!
 //! `cargo bench --bench diff_memory` (release). `LANCEBRANCH_BENCH_SMALL=1`:
-//! 1 M rows, 10 k / 100 k changes.
+//! 1 M rows, 10 k / 100 k changes. `LANCEBRANCH_BENCH_MERGE_BATCH=<n>`: the
+//! merge's batch size (default `MERGE_BATCH_ROWS`).
 
 mod common;
 
@@ -21,7 +25,7 @@ use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::TryStreamExt;
-use lancebranch::branched::{BranchedBackend, PRIMARY_KEY_METADATA};
+use lancebranch::branched::{BranchedBackend, MergeOptions, PRIMARY_KEY_METADATA};
 use lancebranch::lance::LanceDbOptions;
 use lancebranch::{LanceDbBackend, StorageBackend, WriteMode};
 use tokio::runtime::Runtime;
@@ -105,6 +109,9 @@ async fn child(spec: &str) {
     );
     let main = open(path).await;
     let other = main.branch(branch).expect("branch");
+    if mode.starts_with("merge") {
+        return merge_child(&main, &other, branch, mode).await;
+    }
     let t = Instant::now();
     let mut n = 0usize;
     if mode == "stream" {
@@ -121,6 +128,28 @@ async fn child(spec: &str) {
         }
     }
     let ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("RESULT {n} {ms:.1} {}", peak_kb());
+}
+
+/// In the child: merge `other` into a fresh fork of main, in batches
+/// (`merge`) or at once (`merge-at-once`); prints `RESULT <rows> <ms> <peak
+/// kB>`.
+async fn merge_child(main: &BranchedBackend, other: &BranchedBackend, branch: &str, mode: &str) {
+    let target = main.fork(&format!("{mode}-{branch}")).await.expect("fork");
+    let mut opts = MergeOptions::default();
+    if mode == "merge-at-once" {
+        opts = opts.batch_rows(usize::MAX);
+    } else if let Some(n) = std::env::var("LANCEBRANCH_BENCH_MERGE_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        opts = opts.batch_rows(n);
+    }
+    let t = Instant::now();
+    let r = target.merge(other, opts).await.expect("merge");
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let s = &r.tables["t"];
+    let n = s.inserted + s.updated + s.deleted;
     println!("RESULT {n} {ms:.1} {}", peak_kb());
 }
 
@@ -181,30 +210,46 @@ fn benches(_c: &mut Criterion) {
         "store: {table_rows} rows, branches with {small_n} and {big_n} updated rows, built in {:.1?}",
         t.elapsed()
     );
-    for mode in ["stream", "collect"] {
+    let mut streamed_small_kb = 0;
+    for mode in ["stream", "collect", "merge", "merge-at-once"] {
         let (ns, ts, ks) = run_child(&path, &format!("c{small_n}"), mode);
         let (nb, tb, kb) = run_child(&path, &format!("c{big_n}"), mode);
         assert_eq!((ns as i64, nb as i64), (small_n, big_n), "changed rows");
         println!(
             "  {mode}: {small_n} changes {ts:.0} ms, peak {ks} kB; {big_n} changes {tb:.0} ms, peak {kb} kB"
         );
+        let bounded = mode == "stream" || mode == "merge";
         let target = |t: &str| {
-            if mode == "stream" {
+            if bounded {
                 t.to_string()
             } else {
-                "none (collecting)".into()
+                "none (all changes held)".into()
             }
         };
+        let what = if mode.starts_with("merge") {
+            ""
+        } else {
+            "diff "
+        };
         println!(
-            "RATIO diff ({mode}) peak RSS, {big_n} / {small_n} changes: {:.3} ({kb} kB / {ks} kB; target {})",
+            "RATIO {what}({mode}) peak RSS, {big_n} / {small_n} changes: {:.3} ({kb} kB / {ks} kB; target {})",
             kb as f64 / ks as f64,
             target("<= 2")
         );
         println!(
-            "RATIO diff ({mode}) time, {big_n} / {small_n} changes: {:.3} ({tb:.0} ms / {ts:.0} ms; target {})",
+            "RATIO {what}({mode}) time, {big_n} / {small_n} changes: {:.3} ({tb:.0} ms / {ts:.0} ms; target {})",
             tb / ts,
             target("<= 12")
         );
+        if mode == "stream" {
+            streamed_small_kb = ks;
+        } else if mode.starts_with("merge") {
+            println!(
+                "RATIO ({mode}) peak RSS, merge of {big_n} / diff_stream of {small_n} changes: {:.3} ({kb} kB / {streamed_small_kb} kB; target {})",
+                kb as f64 / streamed_small_kb as f64,
+                target("<= 2")
+            );
+        }
     }
 }
 
