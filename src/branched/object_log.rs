@@ -60,7 +60,8 @@ pub(crate) struct ObjectLog {
     root: Path,
     /// The store's URI, for messages.
     uri: String,
-    handle: tokio::runtime::Handle,
+    /// Where every request of the log runs (see [`IoRuntime`]).
+    io: IoRuntime,
     /// The LSN the next group is written at (the end of what was read).
     next: AtomicU64,
     /// This writer's epoch (0: a read-only open).
@@ -73,6 +74,43 @@ pub(crate) struct ObjectLog {
     /// The groups this writer read or wrote that hold a
     /// [`Record::Writer`]: never deleted (see [`CatalogLog::checkpoint`]).
     writer_groups: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+}
+
+/// The log's own runtime: one thread that drives the I/O of the log's
+/// requests. The catalog makes them under its commit lock, from blocking
+/// threads; were they driven by the caller's runtime, tasks of that
+/// runtime waiting for the lock (a fork taking an id, a snapshot's pin)
+/// could occupy every worker, and the request would never complete.
+struct IoRuntime {
+    /// Taken on drop only.
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl IoRuntime {
+    fn new() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lancebranch-catalog-io")
+            .enable_all()
+            .build()
+            .context("starting the catalog log's I/O runtime")?;
+        let handle = rt.handle().clone();
+        Ok(Self {
+            rt: Some(rt),
+            handle,
+        })
+    }
+}
+
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        // Dropped anywhere, an async context too: do not wait for the
+        // runtime's thread.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// One decoded group: its records (the first has the LSN of its name).
@@ -92,7 +130,6 @@ impl ObjectLog {
         store: Arc<dyn ObjectStore>,
         base: &Path,
         uri: &str,
-        handle: tokio::runtime::Handle,
         write: bool,
         owner: &str,
     ) -> Result<Opened<Self>> {
@@ -100,7 +137,7 @@ impl ObjectLog {
             store,
             root: base.clone().join("_lancebranch"),
             uri: uri.to_string(),
-            handle,
+            io: IoRuntime::new()?,
             next: AtomicU64::new(1),
             epoch: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
@@ -140,8 +177,9 @@ impl ObjectLog {
         self.epoch.load(Ordering::SeqCst)
     }
 
+    /// Run `f` on the log's own runtime, from a blocking context.
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.handle.block_on(f)
+        self.io.handle.block_on(f)
     }
 
     fn place(&self) -> String {
@@ -442,29 +480,9 @@ mod tests {
     use super::*;
     use crate::branched::log::CatalogLog;
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    fn open(
-        rt: &tokio::runtime::Runtime,
-        store: &Arc<dyn ObjectStore>,
-        write: bool,
-    ) -> Opened<ObjectLog> {
+    fn open(store: &Arc<dyn ObjectStore>, write: bool) -> Opened<ObjectLog> {
         let base = Path::from("stores/s");
-        ObjectLog::open(
-            store.clone(),
-            &base,
-            "mem://s",
-            rt.handle().clone(),
-            write,
-            "test",
-        )
-        .unwrap()
+        ObjectLog::open(store.clone(), &base, "mem://s", write, "test").unwrap()
     }
 
     fn tag(n: u64) -> Record {
@@ -475,9 +493,8 @@ mod tests {
 
     #[test]
     fn groups_round_trip_and_a_checkpoint_drops_what_it_covers() {
-        let rt = runtime();
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let (log, state, recs) = open(&rt, &store, true);
+        let (log, state, recs) = open(&store, true);
         assert_eq!((state.applied, recs.len()), (0, 1)); // the writer record
         assert_eq!(log.epoch(), 1);
         assert_eq!(log.append(&[tag(1), tag(2)]).unwrap(), 2..4);
@@ -498,7 +515,7 @@ mod tests {
         assert_eq!(log.read_checkpoint().unwrap().unwrap().applied, 3);
         // A follower reads the checkpoint and the rest; here nothing was
         // dropped (the writer group and the last covered group are kept).
-        let (_, st2, rest) = open(&rt, &store, false);
+        let (_, st2, rest) = open(&store, false);
         assert_eq!((st2.applied, rest.len()), (3, 1));
         assert_eq!(log.read_after(0).unwrap().len(), 4);
         assert_eq!(log.read_after(1).unwrap().len(), 3);
@@ -507,11 +524,10 @@ mod tests {
 
     #[test]
     fn a_second_writer_fences_the_first() {
-        let rt = runtime();
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let (a, _, _) = open(&rt, &store, true);
+        let (a, _, _) = open(&store, true);
         a.append(&[tag(1)]).unwrap();
-        let (b, _, recs) = open(&rt, &store, true);
+        let (b, _, recs) = open(&store, true);
         assert_eq!(b.epoch(), 3);
         // The first writer learns it by asking, before any write.
         assert!(a.check_live().is_ok());
@@ -536,7 +552,7 @@ mod tests {
             .collect();
         assert!(!names.contains(&tag(2)));
         // A follower cannot write.
-        let (f, _, _) = open(&rt, &store, false);
+        let (f, _, _) = open(&store, false);
         let e = f.append(&[tag(4)]).unwrap_err();
         assert!(matches!(Error::of(&e), Some(Error::ReadOnlyStore { .. })));
     }
@@ -546,11 +562,10 @@ mod tests {
     /// kept) and after it read the log (reading does not move it on).
     #[test]
     fn a_checkpoint_or_a_read_never_unfences_a_writer() {
-        let rt = runtime();
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let (x, _, _) = open(&rt, &store, true);
+        let (x, _, _) = open(&store, true);
         x.append(&[tag(1)]).unwrap();
-        let (y, st, recs) = open(&rt, &store, true);
+        let (y, st, recs) = open(&store, true);
         y.append(&[tag(2), tag(3)]).unwrap();
         let mut state = st;
         for (l, r) in recs
@@ -578,7 +593,7 @@ mod tests {
             .collect();
         assert!(all.is_empty());
         // A third writer opened from the checkpoint keeps y's group too.
-        let (z, st, _) = open(&rt, &store, true);
+        let (z, st, _) = open(&store, true);
         z.append(&[tag(4)]).unwrap();
         let mut state = st;
         for (l, r) in z.read_after(5).unwrap() {
@@ -594,15 +609,14 @@ mod tests {
     /// is, and the LSNs have no gap.
     #[test]
     fn racing_writers_never_lose_or_duplicate_a_record() {
-        let rt = runtime();
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let acked = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|s| {
             for w in 0..4u64 {
-                let (rt, store, acked) = (&rt, &store, &acked);
+                let (store, acked) = (&store, &acked);
                 s.spawn(move || {
                     for round in 0..5u64 {
-                        let (log, _, _) = open(rt, store, true);
+                        let (log, _, _) = open(store, true);
                         for i in 0..20u64 {
                             let r = tag(w * 10_000 + round * 100 + i);
                             match log.append(std::slice::from_ref(&r)) {
@@ -617,7 +631,7 @@ mod tests {
                 });
             }
         });
-        let (log, _, _) = open(&rt, &store, false);
+        let (log, _, _) = open(&store, false);
         let all = log.read_after(0).unwrap();
         for (i, (l, _)) in all.iter().enumerate() {
             assert_eq!(*l, i as u64 + 1);

@@ -186,10 +186,9 @@ async fn open_catalog(inner: &dyn BranchLines, write: bool) -> Result<Arc<Catalo
                 }
                 .into());
             };
-            let handle = tokio::runtime::Handle::current();
             let open = move || {
                 let (log, state, records) =
-                    ObjectLog::open(base.store, &base.path, &uri, handle, write, &owner())?;
+                    ObjectLog::open(base.store, &base.path, &uri, write, &owner())?;
                 Ok(Catalog::from_log(Box::new(log), state, records, !write))
             };
             tokio::task::spawn_blocking(open).await?

@@ -526,13 +526,16 @@ impl LanceDbBackend {
 
     /// For an object store: the store and this store's base path in it
     /// (where a branched store keeps its catalog); `None` for local and
-    /// `memory://` stores.
+    /// `memory://` stores. A client of its own, not the one Lance's
+    /// tables share: the catalog runs its requests on a runtime of its own
+    /// (see `ObjectLog`), and a pooled connection of the shared client
+    /// would be driven by the caller's runtime.
     pub(crate) async fn object_base(&self) -> Result<Option<crate::backend::ObjectBase>> {
-        let Some(session) = &self.object_session else {
+        if self.object_session.is_none() {
             return Ok(None);
-        };
+        }
         let (store, path) = lance_io::object_store::ObjectStore::from_uri_and_params(
-            session.store_registry(),
+            Arc::new(lance_io::object_store::ObjectStoreRegistry::default()),
             &self.uri,
             &self.object_params(),
         )

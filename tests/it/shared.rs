@@ -661,3 +661,52 @@ fn s3_follower_never_reads_another_dataset() {
         follower_never_reads_another_dataset(&uri).await
     });
 }
+
+/// Tasks that take catalog ids or pins (fork, snapshot) while a checkpoint
+/// of the object log holds the catalog's commit lock over its S3 requests:
+/// everything finishes, also with one runtime worker. (It hung: the worker
+/// waited for the lock, so nothing drove the runtime's I/O, and the
+/// checkpoint's request, run on that runtime, never completed; found by the
+/// model harness on S3.)
+#[test]
+fn s3_catalog_requests_need_no_free_runtime_worker() {
+    let uri = lancebranch::testing::s3::server().fresh_uri("one-worker");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let w = writer(&uri).await;
+            w.create_table("p", vec![people(0..3)]).await.unwrap();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let checkpoints = {
+                let (w, stop) = (w.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        w.checkpoint().await.unwrap();
+                    }
+                })
+            };
+            let forks = (0..4).map(|t| {
+                let w = w.clone();
+                tokio::spawn(async move {
+                    for round in 0..50 {
+                        let _s = w.snapshot().unwrap();
+                        w.fork(&format!("b{t}-{round}")).await.unwrap();
+                    }
+                })
+            });
+            for f in futures::future::join_all(forks).await {
+                f.unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            checkpoints.await.unwrap();
+            let _ = tx.send(());
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(300))
+        .expect("forks and snapshots during checkpoints on S3 did not finish");
+}
