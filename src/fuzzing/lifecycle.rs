@@ -1090,7 +1090,7 @@ fn groupable(op: &LifecycleOp) -> bool {
     )
 }
 
-/// Run `steps` on a fresh store against the model.
+/// Run `steps` on a fresh store in a temporary directory against the model.
 ///
 /// # Errors
 /// The first disagreement between the store and the model.
@@ -1113,7 +1113,26 @@ pub async fn run_steps(steps: &[Step]) -> Result<()> {
         cleanup_older_than: std::time::Duration::ZERO,
         ..LanceDbOptions::default()
     };
-    let store = CrashableStore::open_with(path, opts).await?;
+    run_steps_at(path, opts, steps).await
+}
+
+/// Run `steps` against the model on a fresh, empty store at `location` (a
+/// directory or an object-store URI such as `s3://bucket/prefix`), opened
+/// with `opts` (and reopened with them after every crash).
+///
+/// # Errors
+/// The first disagreement between the store and the model.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// use lancebranch::fuzzing::{decode_steps, run_steps_at};
+/// let opts = lancebranch::lance::LanceDbOptions::default();
+/// run_steps_at("/tmp/lifecycle", opts, &decode_steps(&[3, 1, 4, 1, 5])).await?;
+/// # Ok(()) }
+/// ```
+pub async fn run_steps_at(location: &str, opts: LanceDbOptions, steps: &[Step]) -> Result<()> {
+    let store = CrashableStore::open_with(location, opts).await?;
     let init: Rows = (0..3).map(|k| (k, k * 10)).collect();
     let rows: Vec<(i64, i64)> = init.iter().map(|(k, v)| (*k, *v)).collect();
     store.main().create_table("t0", vec![batch(&rows)?]).await?;

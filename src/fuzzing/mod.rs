@@ -31,7 +31,7 @@ mod lifecycle;
 mod model;
 
 pub use lifecycle::{
-    LifecycleOp, MAX_STEPS, Step, concurrency, decode_steps, lifecycle_ops, run_steps,
+    LifecycleOp, MAX_STEPS, Step, concurrency, decode_steps, lifecycle_ops, run_steps, run_steps_at,
 };
 
 /// The longest operation sequence one input runs.
