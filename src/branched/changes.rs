@@ -15,6 +15,7 @@ use arrow_schema::{DataType, Schema, SchemaRef};
 
 use crate::backend::{BranchLines, Error, FilterExpr, Literal, ScanRequest};
 use crate::branched::catalog::{CatalogState, TableRef};
+use crate::branched::key_changes::KeyChanges;
 
 /// Schema metadata key naming a table's primary key (comma-separated
 /// column names), used by diff and merge to match rows.
@@ -31,8 +32,6 @@ pub(crate) struct RowChange {
 #[derive(Debug, Default)]
 pub(crate) struct SideChanges {
     pub rows: BTreeMap<Vec<u8>, RowChange>,
-    /// The stable row id of each changed key's base row, where known.
-    pub base_ids: BTreeMap<Vec<u8>, u64>,
     /// Rows were found by comparing full snapshots, not change sets.
     pub full_compare: bool,
 }
@@ -232,21 +231,14 @@ pub(crate) async fn side_changes(
         (Some(b), None) => index_rows(codec, &scan_all(inner, table, b).await?, &mut before)?,
         (Some(b), Some(c)) => {
             if grew_from(state, table, b, c) {
-                let ch = inner
-                    .row_changes(table, c.line.as_deref(), b.version, c.version)
-                    .await?;
-                let mut ids: Vec<u64> = ch.updated.iter().flat_map(rowids).collect();
-                ids.extend(&ch.deleted);
-                let base_rows = inner
-                    .take_rows_at(table, b.line.as_deref(), b.version, &ids)
-                    .await?;
-                index_rows(codec, &base_rows, &mut before)?;
-                for b in &base_rows {
-                    let keys = codec.keys(&without_rowid(b)?)?;
-                    out.base_ids.extend(keys.into_iter().zip(rowids(b)));
+                // Read from the change sets, as `diff_stream` and a merge
+                // in batches read them, and held.
+                let mut changes = KeyChanges::open(inner, table, codec, b, c).await?;
+                while let Some(chunk) = changes.next().await? {
+                    out.rows
+                        .extend(chunk.into_iter().map(|kc| (kc.key, kc.change)));
                 }
-                index_rows(codec, &ch.inserted, &mut after)?;
-                index_rows(codec, &ch.updated, &mut after)?;
+                return Ok(out);
             } else {
                 out.full_compare = true;
                 index_rows(codec, &scan_all(inner, table, b).await?, &mut before)?;

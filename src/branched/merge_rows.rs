@@ -149,7 +149,7 @@ impl RowMerge {
     /// The source's changes, a batch at a time.
     pub(crate) async fn batches<'a>(&'a self, inner: &'a dyn BranchLines) -> Result<Batches<'a>> {
         let from = match &self.theirs {
-            Theirs::Held(h) => Source::Held(h.rows.iter(), &h.base_ids),
+            Theirs::Held(h) => Source::Held(h.rows.iter()),
             Theirs::Sets { b, c } => {
                 Source::Sets(KeyChanges::open(inner, &self.of.table, &self.of.scodec, b, c).await?)
             }
@@ -272,10 +272,8 @@ impl RowMerge {
 
 /// Where a [`Batches`] reads the source's changes from.
 enum Source<'a> {
-    Held(
-        std::collections::btree_map::Iter<'a, Vec<u8>, RowChange>,
-        &'a BTreeMap<Vec<u8>, u64>,
-    ),
+    /// Compared in full (or new since the base): no row ids known.
+    Held(std::collections::btree_map::Iter<'a, Vec<u8>, RowChange>),
     Sets(KeyChanges<'a>),
 }
 
@@ -291,7 +289,7 @@ impl Batches<'_> {
     pub(crate) async fn next(&mut self) -> Result<Option<Vec<KeyChange>>> {
         while self.pending.len() < self.batch {
             let more = match &mut self.from {
-                Source::Held(it, ids) => {
+                Source::Held(it) => {
                     let n = self.batch - self.pending.len();
                     let chunk: Vec<KeyChange> = it
                         .by_ref()
@@ -299,7 +297,7 @@ impl Batches<'_> {
                         .map(|(k, rc)| KeyChange {
                             key: k.clone(),
                             change: rc.clone(),
-                            base_id: ids.get(k).copied(),
+                            base_id: None,
                             cur_id: None,
                         })
                         .collect();
